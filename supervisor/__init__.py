@@ -1,0 +1,1 @@
+"""The master process: binds listeners, forks workers and supervises them (no asyncio)."""
