@@ -1,0 +1,190 @@
+"""TLS: the server's SSLContext from the ``--ssl-*`` settings, and the ASGI TLS extension.
+
+:func:`create_ssl_context` reads the certificate files every time it is called. Workers call
+it after fork, so a reload (new workers) picks up renewed certificates; nothing caches a
+context across processes.
+
+:func:`tls_extension` builds ``scope["extensions"]["tls"]`` as the ASGI TLS extension
+defines it, once per connection.
+"""
+
+from __future__ import annotations
+
+import ssl
+import sys
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from corral.errors import ConfigError
+
+if TYPE_CHECKING:
+    from corral.config import Config
+
+#: TLS protocol version names (as ``SSLObject.version()`` reports them) to their wire numbers.
+TLS_VERSIONS = {"SSLv3": 0x0300, "TLSv1": 0x0301, "TLSv1.1": 0x0302, "TLSv1.2": 0x0303,
+                "TLSv1.3": 0x0304}  # fmt: skip
+
+# RFC 4514 section 3: the attribute types with a string form; others keep their long name.
+_RFC4514_KEYS = {
+    "commonName": "CN",
+    "localityName": "L",
+    "stateOrProvinceName": "ST",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "countryName": "C",
+    "streetAddress": "STREET",
+    "domainComponent": "DC",
+    "userId": "UID",
+}
+_RFC4514_SPECIAL = frozenset('",+;<>\\')
+_PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
+_PEM_END = "-----END CERTIFICATE-----"
+
+
+@dataclass(frozen=True, slots=True)
+class _ContextInfo:
+    """What the TLS extension needs from a context, computed once when it is built."""
+
+    server_cert: str | None
+    cipher_ids: dict[str, int]
+
+
+_ContextMap = weakref.WeakKeyDictionary[ssl.SSLContext, _ContextInfo]
+_CONTEXT_INFO: _ContextMap = weakref.WeakKeyDictionary()
+
+
+def tls_enabled(config: Config) -> bool:
+    return bool(config.ssl_certfile)
+
+
+def create_ssl_context(config: Config) -> ssl.SSLContext | None:
+    """Build a fresh server SSLContext, or None without ``--ssl-certfile``.
+
+    Raises ConfigError naming the option when a file, password, version or cipher string
+    is unusable, so a bad setting is a short message and exit code 2.
+    """
+    if not config.ssl_certfile:
+        return None
+    try:
+        context = ssl.SSLContext(config.ssl_version)
+    except (ValueError, OSError) as exc:
+        raise ConfigError("--ssl-version", f"{config.ssl_version}: {exc}") from None
+    try:
+        context.load_cert_chain(
+            config.ssl_certfile, config.ssl_keyfile, password=config.ssl_keyfile_password
+        )
+    except FileNotFoundError as exc:
+        option = "--ssl-keyfile" if exc.filename == config.ssl_keyfile else "--ssl-certfile"
+        raise ConfigError(option, f"no such file: {exc.filename}") from None
+    except (ssl.SSLError, OSError) as exc:
+        option = "--ssl-keyfile-password" if _bad_password(exc) else "--ssl-certfile"
+        raise ConfigError(option, f"cannot load the certificate and key: {exc}") from None
+    if config.ssl_cert_reqs not in (ssl.CERT_NONE, ssl.CERT_OPTIONAL, ssl.CERT_REQUIRED):
+        raise ConfigError("--ssl-cert-reqs", "must be 0 (none), 1 (optional) or 2 (required)")
+    if config.ssl_cert_reqs != ssl.CERT_NONE and not config.ssl_ca_certs:
+        raise ConfigError("--ssl-cert-reqs", "requires --ssl-ca-certs to verify client certs")
+    context.verify_mode = ssl.VerifyMode(config.ssl_cert_reqs)
+    if config.ssl_ca_certs:
+        try:
+            context.load_verify_locations(config.ssl_ca_certs)
+        except (ssl.SSLError, OSError) as exc:
+            message = f"cannot load {config.ssl_ca_certs}: {exc}"
+            raise ConfigError("--ssl-ca-certs", message) from None
+    if config.ssl_ciphers:
+        try:
+            context.set_ciphers(config.ssl_ciphers)
+        except ssl.SSLError:
+            message = f"no usable cipher in {config.ssl_ciphers!r}"
+            raise ConfigError("--ssl-ciphers", message) from None
+    context.set_alpn_protocols(["http/1.1"])
+    _CONTEXT_INFO[context] = _ContextInfo(
+        server_cert=_first_pem_certificate(config.ssl_certfile),
+        cipher_ids={c["name"]: c["id"] & 0xFFFF for c in context.get_ciphers()},
+    )
+    return context
+
+
+def _bad_password(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "password" in text or "bad decrypt" in text
+
+
+def _first_pem_certificate(path: str) -> str | None:
+    """The first certificate of the PEM file, normalised; None if it cannot be read."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    start = text.find(_PEM_BEGIN)
+    end = text.find(_PEM_END, start)
+    if start < 0 or end < 0:
+        return None
+    try:
+        der = ssl.PEM_cert_to_DER_cert(text[start : end + len(_PEM_END)])
+    except ValueError:
+        return None
+    return ssl.DER_cert_to_PEM_cert(der)
+
+
+def tls_extension(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> dict[str, Any]:
+    """The ASGI ``tls`` extension for a connection whose handshake has completed."""
+    info = _CONTEXT_INFO.get(ssl_object.context)
+    chain = _client_chain(ssl_object)
+    cipher = ssl_object.cipher()
+    version = ssl_object.version()
+    return {
+        "server_cert": info.server_cert if info else None,
+        "client_cert_chain": chain,
+        "client_cert_name": _client_name(ssl_object) if chain else None,
+        # A client certificate that fails verification fails the handshake, so once we are
+        # here there is never an error to report.
+        "client_cert_error": None,
+        "tls_version": TLS_VERSIONS.get(version) if version else None,
+        "cipher_suite": info.cipher_ids.get(cipher[0]) if info and cipher else None,
+    }
+
+
+def _client_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[str]:
+    """PEM certificates sent by the client, leaf first: the whole chain on Python 3.13+."""
+    if sys.version_info >= (3, 13) and ssl_object.context.verify_mode != ssl.CERT_NONE:
+        getter = getattr(ssl_object, "get_verified_chain", None)
+        if getter is not None:
+            ders: list[bytes] = list(getter() or [])
+            if ders:
+                return [ssl.DER_cert_to_PEM_cert(der) for der in ders]
+    leaf = ssl_object.getpeercert(binary_form=True)
+    return [ssl.DER_cert_to_PEM_cert(leaf)] if leaf else []
+
+
+def _client_name(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> str | None:
+    cert = ssl_object.getpeercert()
+    if not cert:
+        return None
+    subject: Any = cert.get("subject")
+    return rfc4514_name(subject) if isinstance(subject, tuple) else None
+
+
+def rfc4514_name(subject: tuple[tuple[tuple[str, str], ...], ...]) -> str:
+    """RFC 4514 string of a subject in ``getpeercert()`` form (RDNs most specific first)."""
+    rdns = []
+    for rdn in reversed(subject):
+        rdns.append(
+            "+".join(f"{_RFC4514_KEYS.get(key, key)}={_escape(value)}" for key, value in rdn)
+        )
+    return ",".join(rdns)
+
+
+def _escape(value: str) -> str:
+    out = []
+    for index, char in enumerate(value):
+        if char in _RFC4514_SPECIAL:
+            out.append("\\" + char)
+        elif char == "\0":
+            out.append("\\00")
+        elif (char == " " and index in (0, len(value) - 1)) or (char == "#" and index == 0):
+            out.append("\\" + char)
+        else:
+            out.append(char)
+    return "".join(out)
