@@ -1,0 +1,444 @@
+"""Supervision decisions as pure functions of worker state and time.
+
+Nothing here touches a process, a signal or a clock: the master passes in what it knows
+(worker views, the target shape of the pool, the limits, ``now``) and gets back a list of
+actions plus the next moment something will be due. That keeps every rule (timeouts,
+backoff, rolling replacement, limits) testable with a fake clock.
+
+The rules in one place:
+
+- Slots ``1..N`` of the current generation each want one *holder*: a BOOTING or READY
+  worker of that generation and slot that is not marked for retirement. A missing holder
+  is spawned, unless a crash backoff is pending, and while a generation has no READY
+  worker yet only one of it boots at a time (a canary: bad code fails once, not N times).
+- Ready capacity never drops below N: a READY worker that is not a holder (an older
+  generation, marked for retirement, or a slot above N after TTOU) is drained only while
+  more than N workers are READY. So a reload or a retirement drains the old worker once
+  its replacement is READY, and if the replacement never boots the old one keeps serving.
+- A READY worker silent for the health-check timeout, or a BOOTING one past its boot
+  deadline, gets SIGABRT (stack dump); one still alive after a short grace gets SIGKILL,
+  as does a draining worker past its drain deadline.
+- Memory over the limit marks a worker for retirement; over 1.5x the limit kills it.
+- An unexpected exit is judged by :func:`judge_exit`: a boot failure before any worker
+  was ever READY halts the master (exit 3); one during a reload abandons the reload;
+  quick repeated crashes back off exponentially.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from corral.errors import ExitCode
+
+#: SIGABRT -> SIGKILL grace: faulthandler writes the stacks in milliseconds; a second or
+#: two also covers a loaded machine. Longer would only keep a hung worker's sockets busy.
+ABORT_GRACE = 3.0
+#: Margin added to graceful + lifespan-shutdown timeouts before a draining worker is
+#: killed: the worker enforces those timeouts itself; this covers exiting the interpreter.
+DRAIN_MARGIN = 5.0
+#: After SIGQUIT (fast stop) a worker cancels everything at once; this bounds the wait.
+FAST_STOP_GRACE = 3.0
+#: A worker that dies sooner than this after starting counts as a quick crash; repeated
+#: quick crashes back off. Ten seconds separates crash loops from a rare crash under load.
+QUICK_CRASH = 10.0
+#: Backoff after the second quick crash in a row, doubling each time up to the cap.
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 30.0
+#: Memory at this multiple of the limit is killed at once instead of drained.
+MEMORY_HARD_FACTOR = 1.5
+
+
+class WorkerState(Enum):
+    """Where one worker process is in its life, as the master sees it."""
+
+    BOOTING = "booting"
+    READY = "ready"
+    DRAINING = "draining"
+    QUITTING = "quitting"
+    ABORTING = "aborting"
+    KILLED = "killed"
+
+
+class StopMode(Enum):
+    NONE = "none"
+    GRACEFUL = "graceful"
+    FAST = "fast"
+
+
+class InvalidTransition(RuntimeError):
+    """A state change that the lifecycle does not allow."""
+
+
+#: Allowed worker state changes. Exit (reaping) can happen from any state.
+WORKER_TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
+    WorkerState.BOOTING: frozenset(
+        {
+            WorkerState.READY,
+            WorkerState.DRAINING,
+            WorkerState.QUITTING,
+            WorkerState.ABORTING,
+            WorkerState.KILLED,
+        }
+    ),
+    WorkerState.READY: frozenset(
+        {WorkerState.DRAINING, WorkerState.QUITTING, WorkerState.ABORTING, WorkerState.KILLED}
+    ),
+    WorkerState.DRAINING: frozenset(
+        {WorkerState.QUITTING, WorkerState.ABORTING, WorkerState.KILLED}
+    ),
+    WorkerState.QUITTING: frozenset({WorkerState.KILLED}),
+    WorkerState.ABORTING: frozenset({WorkerState.KILLED}),
+    WorkerState.KILLED: frozenset(),
+}
+
+
+def check_transition(old: WorkerState, new: WorkerState) -> None:
+    if new not in WORKER_TRANSITIONS[old]:
+        raise InvalidTransition(f"worker cannot go from {old.value} to {new.value}")
+
+
+class WorkerView(Protocol):
+    """What the policy reads about one live (not yet reaped) worker."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def slot(self) -> int: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def state(self) -> WorkerState: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def last_beat(self) -> float: ...
+    @property
+    def deadline(self) -> float:
+        """Boot deadline (BOOTING), drain deadline (DRAINING/QUITTING), kill time (ABORTING)."""
+        ...
+
+    @property
+    def retire_reason(self) -> str | None: ...
+    @property
+    def memory_mib(self) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    healthcheck: float = 30.0
+    boot: float = 60.0
+    #: graceful-shutdown + lifespan-shutdown timeouts + DRAIN_MARGIN
+    drain: float = 45.0
+    memory_mib: float | None = None
+    abort_grace: float = ABORT_GRACE
+    fast_stop_grace: float = FAST_STOP_GRACE
+
+
+@dataclass(frozen=True)
+class Target:
+    """The shape the pool should have."""
+
+    workers: int
+    generation: int
+    #: The generation being replaced while a reload is in progress.
+    reload_from: int | None = None
+    stop: StopMode = StopMode.NONE
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Consecutive quick crashes and the earliest time the next spawn may happen."""
+
+    streak: int = 0
+    not_before: float = 0.0
+
+
+# --- actions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spawn:
+    slot: int
+    generation: int
+
+
+@dataclass(frozen=True)
+class Drain:
+    """Stop accepting, finish in-flight work, exit. ``restart`` picks the WebSocket code."""
+
+    pid: int
+    reason: str
+    restart: bool
+
+
+@dataclass(frozen=True)
+class Quit:
+    """Fast stop (SIGQUIT): cancel everything now."""
+
+    pid: int
+
+
+@dataclass(frozen=True)
+class Retire:
+    """Mark a worker for replacement (it keeps serving until its replacement is READY)."""
+
+    pid: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Abort:
+    """SIGABRT: the worker dumps its threads' stacks and dies."""
+
+    pid: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Kill:
+    pid: int
+    reason: str
+
+
+Action = Spawn | Drain | Quit | Retire | Abort | Kill
+
+
+@dataclass
+class Decision:
+    actions: list[Action] = field(default_factory=list)
+    #: The earliest time a later call may decide something new; None: nothing pending.
+    next_deadline: float | None = None
+
+    def due(self, when: float) -> None:
+        if self.next_deadline is None or when < self.next_deadline:
+            self.next_deadline = when
+
+
+def is_live(state: WorkerState) -> bool:
+    """Serving or about to serve (not on its way out)."""
+    return state in (WorkerState.BOOTING, WorkerState.READY)
+
+
+def is_holder(worker: WorkerView, target: Target) -> bool:
+    return (
+        is_live(worker.state)
+        and worker.generation == target.generation
+        and 1 <= worker.slot <= target.workers
+        and worker.retire_reason is None
+    )
+
+
+def decide(
+    workers: Sequence[WorkerView],
+    target: Target,
+    limits: Limits,
+    backoff: Backoff,
+    now: float,
+) -> Decision:
+    """Every action due at ``now``, and when to ask again."""
+    decision = Decision()
+    _timeouts(workers, limits, now, decision)
+    if target.stop is not StopMode.NONE:
+        _stopping(workers, target, decision)
+        return decision
+    _memory(workers, limits, decision)
+    _spawns(workers, target, backoff, now, decision)
+    _surplus(workers, target, decision)
+    return decision
+
+
+def _timeouts(
+    workers: Iterable[WorkerView], limits: Limits, now: float, decision: Decision
+) -> None:
+    for w in workers:
+        if w.state is WorkerState.READY:
+            silent_until = w.last_beat + limits.healthcheck
+            if now >= silent_until:
+                decision.actions.append(Abort(w.pid, f"no heartbeat for {now - w.last_beat:.1f}s"))
+            else:
+                decision.due(silent_until)
+        elif w.state is WorkerState.BOOTING:
+            if now >= w.deadline:
+                decision.actions.append(Abort(w.pid, f"boot timeout ({limits.boot:g}s)"))
+            else:
+                decision.due(w.deadline)
+        elif w.state in (WorkerState.DRAINING, WorkerState.QUITTING, WorkerState.ABORTING):
+            if now >= w.deadline:
+                why = {
+                    WorkerState.DRAINING: "still running at its drain deadline",
+                    WorkerState.QUITTING: "still running after fast stop",
+                    WorkerState.ABORTING: "still running after SIGABRT",
+                }[w.state]
+                decision.actions.append(Kill(w.pid, why))
+            else:
+                decision.due(w.deadline)
+
+
+def _acted_on(decision: Decision) -> set[int]:
+    return {a.pid for a in decision.actions if not isinstance(a, Spawn)}
+
+
+def _stopping(workers: Sequence[WorkerView], target: Target, decision: Decision) -> None:
+    busy = _acted_on(decision)
+    for w in workers:
+        if w.pid in busy:
+            continue
+        if target.stop is StopMode.FAST:
+            if w.state in (WorkerState.BOOTING, WorkerState.READY, WorkerState.DRAINING):
+                decision.actions.append(Quit(w.pid))
+        elif is_live(w.state):
+            decision.actions.append(Drain(w.pid, "shutdown", restart=False))
+
+
+def _memory(workers: Iterable[WorkerView], limits: Limits, decision: Decision) -> None:
+    if limits.memory_mib is None:
+        return
+    busy = _acted_on(decision)
+    for w in workers:
+        if w.pid in busy or w.memory_mib is None or w.state is WorkerState.KILLED:
+            continue
+        figures = f"{w.memory_mib:.0f} MiB > {limits.memory_mib:.0f} MiB"
+        if w.memory_mib > limits.memory_mib * MEMORY_HARD_FACTOR and w.state in (
+            WorkerState.READY,
+            WorkerState.DRAINING,
+            WorkerState.BOOTING,
+        ):
+            decision.actions.append(
+                Kill(w.pid, f"over {MEMORY_HARD_FACTOR:g}x the memory limit: {figures}")
+            )
+        elif (
+            w.memory_mib > limits.memory_mib
+            and w.state is WorkerState.READY
+            and w.retire_reason is None
+        ):
+            decision.actions.append(Retire(w.pid, f"over memory limit: {figures}"))
+
+
+def _spawns(
+    workers: Sequence[WorkerView],
+    target: Target,
+    backoff: Backoff,
+    now: float,
+    decision: Decision,
+) -> None:
+    retiring_now = {a.pid for a in decision.actions if isinstance(a, Retire | Kill | Abort)}
+    held: set[int] = set()
+    booting = ready = 0
+    for w in workers:
+        if w.generation != target.generation:
+            continue
+        if w.state is WorkerState.READY:
+            ready += 1
+        elif w.state is WorkerState.BOOTING:
+            booting += 1
+        if is_holder(w, target) and w.pid not in retiring_now:
+            held.add(w.slot)
+    missing = [s for s in range(1, target.workers + 1) if s not in held]
+    if not missing:
+        return
+    if now < backoff.not_before:
+        decision.due(backoff.not_before)
+        return
+    # Canary: until this generation has a READY worker, boot one at a time.
+    budget = len(missing) if ready else max(0, 1 - booting)
+    for slot in missing[:budget]:
+        decision.actions.append(Spawn(slot, target.generation))
+
+
+def _surplus(workers: Sequence[WorkerView], target: Target, decision: Decision) -> None:
+    busy = _acted_on(decision)
+    retiring_now = {a.pid for a in decision.actions if isinstance(a, Retire)}
+    ready_count = sum(
+        1 for w in workers if w.state is WorkerState.READY and w.pid not in busy - retiring_now
+    )
+    extras: list[WorkerView] = []
+    for w in workers:
+        if w.pid in busy - retiring_now or not is_live(w.state):
+            continue
+        if is_holder(w, target) and w.pid not in retiring_now:
+            continue
+        if w.state is WorkerState.BOOTING:
+            # Superseded before it ever served (an older generation, or a slot above N):
+            # nothing to drain, stop it now.
+            decision.actions.append(Drain(w.pid, "superseded while booting", restart=False))
+        else:
+            extras.append(w)
+    # Older generations first, then retirements, then the highest slots (TTOU).
+    extras.sort(key=lambda w: (w.generation, w.retire_reason is None, -w.slot))
+    for w in extras:
+        if ready_count <= target.workers:
+            break
+        decision.actions.append(Drain(w.pid, _surplus_reason(w, target), restart=True))
+        ready_count -= 1
+
+
+def _surplus_reason(w: WorkerView, target: Target) -> str:
+    if w.retire_reason is not None:
+        return w.retire_reason
+    if w.generation != target.generation:
+        return f"replaced by generation {target.generation}"
+    return "pool shrunk"
+
+
+# --- exits -----------------------------------------------------------------------------
+
+
+class ExitKind(Enum):
+    #: The master asked for it (drain, quit, kill): nothing to do.
+    EXPECTED = "expected"
+    #: Died while serving without being asked (or was aborted as hung).
+    CRASH = "crash"
+    #: Died before it ever reported READY.
+    BOOT_FAILURE = "boot failure"
+
+
+@dataclass(frozen=True)
+class ExitVerdict:
+    kind: ExitKind
+    backoff: Backoff
+    #: Stop the master with this code (boot failure before any worker was ever READY).
+    halt: ExitCode | None = None
+    #: The new generation failed to boot: keep the old one, end the reload.
+    abandon_reload: bool = False
+    #: Seconds until the next spawn may happen, when a backoff was started (for the log).
+    delay: float = 0.0
+
+
+def backoff_delay(streak: int) -> float:
+    """No delay for the first quick crash, then 0.5 s doubling up to 30 s."""
+    if streak <= 1:
+        return 0.0
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** (streak - 2))
+
+
+def judge_exit(
+    worker: WorkerView,
+    target: Target,
+    backoff: Backoff,
+    ever_ready: bool,
+    now: float,
+) -> ExitVerdict:
+    """Classify a reaped worker's exit and what follows from it."""
+    if worker.state in (WorkerState.DRAINING, WorkerState.QUITTING, WorkerState.KILLED):
+        return ExitVerdict(ExitKind.EXPECTED, backoff)
+    if target.stop is not StopMode.NONE:
+        return ExitVerdict(ExitKind.EXPECTED, backoff)
+    booting = worker.state is WorkerState.BOOTING
+    if booting and not ever_ready:
+        return ExitVerdict(ExitKind.BOOT_FAILURE, backoff, halt=ExitCode.APP_FAILED)
+    if booting and target.reload_from is not None and worker.generation == target.generation:
+        return ExitVerdict(ExitKind.BOOT_FAILURE, Backoff(), abandon_reload=True)
+    quick = now - worker.started_at < QUICK_CRASH
+    streak = backoff.streak + 1 if quick else 1
+    delay = backoff_delay(streak)
+    kind = ExitKind.BOOT_FAILURE if booting else ExitKind.CRASH
+    return ExitVerdict(kind, Backoff(streak, now + delay), delay=delay)
+
+
+def reload_complete(workers: Sequence[WorkerView], target: Target) -> bool:
+    """Every slot of the target generation has a READY holder."""
+    ready_slots = {w.slot for w in workers if is_holder(w, target) and w.state is WorkerState.READY}
+    return len(ready_slots) >= target.workers

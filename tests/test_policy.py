@@ -1,0 +1,238 @@
+"""Supervision policy: pure decisions checked with a fake clock and fake workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import pytest
+from corral.errors import ExitCode
+from corral.supervisor.policy import (
+    Abort,
+    Backoff,
+    Drain,
+    ExitKind,
+    InvalidTransition,
+    Kill,
+    Limits,
+    Quit,
+    Retire,
+    Spawn,
+    StopMode,
+    Target,
+    WorkerState,
+    backoff_delay,
+    check_transition,
+    decide,
+    judge_exit,
+    reload_complete,
+)
+
+LIMITS = Limits(healthcheck=10.0, boot=30.0, drain=40.0, memory_mib=100.0)
+B, R, D = WorkerState.BOOTING, WorkerState.READY, WorkerState.DRAINING
+
+
+@dataclass
+class FakeWorker:
+    pid: int
+    slot: int
+    generation: int = 1
+    state: WorkerState = R
+    started_at: float = 0.0
+    last_beat: float = 100.0
+    deadline: float = 130.0
+    retire_reason: str | None = None
+    memory_mib: float | None = None
+
+
+def pool(n: int, generation: int = 1, state: WorkerState = R) -> list[FakeWorker]:
+    return [
+        FakeWorker(pid=100 * generation + s, slot=s, generation=generation, state=state)
+        for s in range(1, n + 1)
+    ]
+
+
+def kinds(actions: list[object]) -> list[str]:
+    return [type(a).__name__ for a in actions]
+
+
+def test_first_generation_boots_one_canary_at_a_time() -> None:
+    """Before any worker of a generation is READY, only one of it boots."""
+    d = decide([], Target(workers=3, generation=1), LIMITS, Backoff(), now=100.0)
+    assert d.actions == [Spawn(1, 1)]
+    booting = [FakeWorker(pid=1, slot=1, state=B)]
+    d = decide(booting, Target(3, 1), LIMITS, Backoff(), now=101.0)
+    assert d.actions == []
+    assert d.next_deadline == 130.0  # the canary's boot deadline
+
+
+def test_after_canary_ready_the_rest_spawn_together() -> None:
+    """Once one worker is READY the missing slots are spawned at once."""
+    d = decide([FakeWorker(pid=1, slot=1)], Target(3, 1), LIMITS, Backoff(), now=101.0)
+    assert d.actions == [Spawn(2, 1), Spawn(3, 1)]
+
+
+def test_full_healthy_pool_does_nothing_and_wakes_for_heartbeat() -> None:
+    """A full, beating pool needs no action; the next deadline is the earliest beat timeout."""
+    workers = pool(2)
+    workers[1].last_beat = 95.0
+    d = decide(workers, Target(2, 1), LIMITS, Backoff(), now=100.0)
+    assert d.actions == []
+    assert d.next_deadline == 105.0
+
+
+def test_missed_heartbeat_aborts_then_kills_after_grace() -> None:
+    """A READY worker silent past the health-check timeout gets ABRT, later KILL."""
+    workers = pool(2)
+    workers[0].last_beat = 89.0
+    d = decide(workers, Target(2, 1), LIMITS, Backoff(), now=100.0)
+    assert Abort(101, "no heartbeat for 11.0s") in d.actions
+    assert Spawn(1, 1) in d.actions  # its replacement starts right away
+    workers[0].state = WorkerState.ABORTING
+    workers[0].deadline = 103.0
+    d = decide(workers, Target(2, 1), LIMITS, Backoff(), now=102.0)
+    assert not any(isinstance(a, Kill) for a in d.actions)
+    assert d.next_deadline == 103.0
+    d = decide(workers, Target(2, 1), LIMITS, Backoff(), now=103.0)
+    assert Kill(101, "still running after SIGABRT") in d.actions
+
+
+def test_boot_timeout_aborts() -> None:
+    """A worker still BOOTING at its boot deadline is aborted (its stack shows the hang)."""
+    w = FakeWorker(pid=5, slot=1, state=B, deadline=130.0)
+    d = decide([w], Target(1, 1), LIMITS, Backoff(), now=130.0)
+    assert d.actions[0] == Abort(5, "boot timeout (30s)")
+
+
+def test_drain_deadline_kills() -> None:
+    """A draining worker past its drain deadline is killed."""
+    old = FakeWorker(pid=9, slot=1, state=D, deadline=140.0)
+    workers = [old, *pool(1, generation=2)]
+    workers[1].last_beat = 135.0
+    assert decide(workers, Target(1, 2), LIMITS, Backoff(), now=139.0).actions == []
+    d = decide(workers, Target(1, 2), LIMITS, Backoff(), now=140.0)
+    assert d.actions == [Kill(9, "still running at its drain deadline")]
+
+
+def test_rolling_reload_drains_old_only_as_new_become_ready() -> None:
+    """A reload never lets READY capacity drop below N."""
+    target = Target(workers=2, generation=2, reload_from=1)
+    old = pool(2, generation=1)
+    d = decide(old, target, LIMITS, Backoff(), now=100.0)
+    assert d.actions == [Spawn(1, 2)]  # canary of the new generation, nothing drained
+    new1 = FakeWorker(pid=201, slot=1, generation=2, state=B)
+    assert decide([*old, new1], target, LIMITS, Backoff(), now=100.5).actions == []
+    new1.state = R
+    d = decide([*old, new1], target, LIMITS, Backoff(), now=101.0)
+    assert Spawn(2, 2) in d.actions
+    drains = [a for a in d.actions if isinstance(a, Drain)]
+    assert len(drains) == 1 and drains[0].restart and drains[0].pid in (101, 102)
+    assert not reload_complete([*old, new1], target)
+    old[1].state = D
+    new2 = FakeWorker(pid=202, slot=2, generation=2)
+    d = decide([*old, new1, new2], target, LIMITS, Backoff(), now=102.0)
+    assert d.actions == [Drain(101, "replaced by generation 2", restart=True)]
+    assert reload_complete([*old, new1, new2], target)
+
+
+def test_superseded_booting_worker_is_stopped() -> None:
+    """A booting worker of an abandoned generation is stopped, not kept."""
+    w = FakeWorker(pid=300, slot=1, generation=3, state=B)
+    d = decide([*pool(1), w], Target(1, 1), LIMITS, Backoff(), now=100.0)
+    assert d.actions == [Drain(300, "superseded while booting", restart=False)]
+
+
+def test_memory_over_limit_retires_after_replacement_is_ready() -> None:
+    """Over the memory limit: mark, spawn a replacement, drain only once it is READY."""
+    workers = pool(2)
+    workers[0].memory_mib = 120.0
+    d = decide(workers, Target(2, 1), LIMITS, Backoff(), now=100.0)
+    assert d.actions == [Retire(101, "over memory limit: 120 MiB > 100 MiB"), Spawn(1, 1)]
+    workers[0].retire_reason = "over memory limit"
+    repl = FakeWorker(pid=103, slot=1, state=B)
+    assert decide([*workers, repl], Target(2, 1), LIMITS, Backoff(), now=101.0).actions == []
+    repl.state = R
+    d = decide([*workers, repl], Target(2, 1), LIMITS, Backoff(), now=102.0)
+    assert d.actions == [Drain(101, "over memory limit", restart=True)]
+
+
+def test_memory_far_over_limit_kills() -> None:
+    """At 1.5x the memory limit a worker is killed, and replaced."""
+    workers = pool(1)
+    workers[0].memory_mib = 151.0
+    d = decide(workers, Target(1, 1), LIMITS, Backoff(), now=100.0)
+    assert kinds(d.actions) == ["Kill", "Spawn"]
+    assert "151 MiB > 100 MiB" in d.actions[0].reason  # type: ignore[union-attr]
+
+
+def test_ttin_spawns_and_ttou_drains_highest_slot() -> None:
+    """TTIN adds a slot; TTOU drains the highest slot, never below the target."""
+    d = decide(pool(2), Target(3, 1), LIMITS, Backoff(), now=100.0)
+    assert d.actions == [Spawn(3, 1)]
+    d = decide(pool(3), Target(2, 1), LIMITS, Backoff(), now=100.0)
+    assert d.actions == [Drain(103, "pool shrunk", restart=True)]
+
+
+def test_graceful_and_fast_stop() -> None:
+    """Stopping drains every live worker (graceful) or quits all of them (fast)."""
+    workers = [*pool(2), FakeWorker(pid=7, slot=3, state=D)]
+    d = decide(workers, Target(2, 1, stop=StopMode.GRACEFUL), LIMITS, Backoff(), now=100.0)
+    assert d.actions == [Drain(101, "shutdown", False), Drain(102, "shutdown", False)]
+    d = decide(workers, Target(2, 1, stop=StopMode.FAST), LIMITS, Backoff(), now=100.0)
+    assert d.actions == [Quit(101), Quit(102), Quit(7)]
+
+
+def test_backoff_delays_spawns() -> None:
+    """While a backoff is pending nothing spawns, and the wake-up is its end."""
+    d = decide([], Target(1, 1), LIMITS, Backoff(streak=3, not_before=105.0), now=100.0)
+    assert d.actions == [] and d.next_deadline == 105.0
+    d = decide([], Target(1, 1), LIMITS, Backoff(streak=3, not_before=105.0), now=105.0)
+    assert d.actions == [Spawn(1, 1)]
+
+
+def test_backoff_grows_exponentially_and_caps() -> None:
+    """Quick repeated crashes: 0, 0.5, 1, 2, ... seconds, capped at 30."""
+    assert [backoff_delay(n) for n in range(1, 6)] == [0.0, 0.5, 1.0, 2.0, 4.0]
+    assert backoff_delay(50) == 30.0
+
+
+def test_quick_crashes_build_a_streak_and_long_life_resets_it() -> None:
+    """Crashes soon after start lengthen the backoff; a long-lived crash restarts it."""
+    w = FakeWorker(pid=1, slot=1, started_at=100.0)
+    backoff = Backoff()
+    delays = []
+    for i in range(4):
+        v = judge_exit(w, Target(1, 1), backoff, ever_ready=True, now=101.0 + i)
+        assert v.kind is ExitKind.CRASH
+        backoff = v.backoff
+        delays.append(v.delay)
+    assert delays == [0.0, 0.5, 1.0, 2.0]
+    v = judge_exit(replace(w, started_at=0.0), Target(1, 1), backoff, True, now=500.0)
+    assert v.backoff.streak == 1 and v.delay == 0.0
+
+
+def test_boot_failure_before_any_ready_halts_with_3() -> None:
+    """A boot failure while no worker was ever READY stops the master with exit 3."""
+    w = FakeWorker(pid=1, slot=1, state=B)
+    v = judge_exit(w, Target(1, 1), Backoff(), ever_ready=False, now=1.0)
+    assert v.kind is ExitKind.BOOT_FAILURE and v.halt is ExitCode.APP_FAILED
+
+
+def test_boot_failure_during_reload_abandons_it() -> None:
+    """The new generation failing to boot abandons the reload instead of halting."""
+    w = FakeWorker(pid=1, slot=1, generation=2, state=B)
+    v = judge_exit(w, Target(2, 2, reload_from=1), Backoff(), ever_ready=True, now=1.0)
+    assert v.abandon_reload and v.halt is None
+
+
+def test_requested_exits_are_expected() -> None:
+    """Draining, quitting and killed workers exit as expected: no backoff, no halt."""
+    for state in (D, WorkerState.QUITTING, WorkerState.KILLED):
+        v = judge_exit(FakeWorker(pid=1, slot=1, state=state), Target(1, 1), Backoff(), False, 1.0)
+        assert v.kind is ExitKind.EXPECTED and v.halt is None
+
+
+def test_invalid_transition_raises() -> None:
+    """Worker state changes outside the lifecycle raise a named error."""
+    check_transition(B, R)
+    with pytest.raises(InvalidTransition):
+        check_transition(D, R)
