@@ -1,0 +1,277 @@
+"""The ``corral`` command, generated from the settings declared in :mod:`corral.config`.
+
+Each Config field's :class:`~corral.config.Option` becomes a click option with its flags,
+help, type and environment variables (``CORRAL_<NAME>``, then ``UVICORN_<NAME>``, then the
+option's PaaS fallbacks). Only values the user actually gave (command line or environment)
+reach :class:`Config`; everything else keeps Config's own default, so defaults live in one
+place. :func:`main` is the only function in corral that calls ``sys.exit``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+from click.core import ParameterSource
+from corral._version import __version__
+from corral.config import Config, Option, options
+from corral.errors import ConfigError, ExitCode
+
+#: uvicorn options corral deliberately does not provide, with what to do instead. They are
+#: accepted by the parser only to fail with this message, never to be silently ignored.
+UNSUPPORTED_UVICORN_FLAGS: dict[str, str] = {
+    "--http2": "corral serves HTTP/1.1; terminate HTTP/2 at a reverse proxy",
+    "--reset-contextvars": "per-request fresh contextvars contexts are not available in corral",
+}
+
+EPILOG = (
+    "Every option can also be set in the environment as CORRAL_<NAME> or UVICORN_<NAME>"
+    " (e.g. CORRAL_PORT=9000); repeatable options take space-separated values. Precedence:"
+    " command line > CORRAL_* > UVICORN_* > WEB_CONCURRENCY, FORWARDED_ALLOW_IPS, PORT >"
+    " defaults."
+)
+
+
+def envvars(name: str, option: Option | None = None) -> list[str]:
+    """The environment variables for setting ``name``, highest precedence first."""
+    upper = name.upper()
+    extra = list(option.fallback_env) if option is not None else []
+    return [f"CORRAL_{upper}", f"UVICORN_{upper}", *extra]
+
+
+if TYPE_CHECKING:
+    # click >= 8.3 makes ParamType generic; older releases (still supported) are not.
+    _IntParam = click.ParamType[int]
+    _HeaderParam = click.ParamType[tuple[str, str]]
+else:
+    _IntParam = _HeaderParam = click.ParamType
+
+
+class OctalInt(_IntParam):
+    """An octal permission mask such as 027 or 0o027."""
+
+    name = "octal"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            number = int(str(value), 8)
+        except ValueError:
+            self.fail(f"{value!r} is not an octal number such as 022", param, ctx)
+        if not 0 <= number <= 0o777:
+            self.fail(f"{value!r} is outside 000..777", param, ctx)
+        return number
+
+
+class HeaderPair(_HeaderParam):
+    """``NAME:VALUE`` into a (name, value) tuple; whitespace around either is dropped."""
+
+    name = "header"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, str]:
+        if isinstance(value, tuple):
+            return value
+        name, sep, text = str(value).partition(":")
+        if not sep or not name.strip():
+            self.fail(f"{value!r} is not NAME:VALUE", param, ctx)
+        return name.strip(), text.strip()
+
+
+def _click_type(name: str, option: Option) -> click.ParamType[Any] | None:
+    if name == "headers":
+        return HeaderPair()
+    if name == "ws_per_message_deflate":
+        return click.BOOL  # uvicorn takes a click BOOLEAN: true/false, 1/0, yes/no, on/off
+    return {
+        "str": click.STRING,
+        "int": click.INT,
+        "float": click.FLOAT,
+        "octal": OctalInt(),
+        "multiple": click.STRING,
+        "choice": click.Choice(option.choices),
+    }.get(option.kind)
+
+
+def _show_default(option: Option, default: Any) -> bool:
+    """Show Config's default in --help unless it is empty or the help text already says it."""
+    if default in (None, "", ()) or "[default" in option.help:
+        return False
+    return option.kind not in ("flag", "octal")
+
+
+def _alias_name(name: str, index: int) -> str:
+    return f"{name}__alias{index}"
+
+
+def build_params() -> list[click.Parameter]:
+    """One click parameter per setting, plus hidden aliases and unsupported uvicorn flags."""
+    params: list[click.Parameter] = [
+        click.Argument(["app"], envvar=["CORRAL_APP", "UVICORN_APP"], required=True)
+    ]
+    for name, option, default in options():
+        common: dict[str, Any] = {
+            "help": option.help,
+            "envvar": envvars(name, option),
+            # Config's own default, so --help shows it; given_params() drops DEFAULT-sourced
+            # values, so Config stays the one place that applies defaults.
+            "default": default,
+            "show_default": _show_default(option, default),
+        }
+        if option.metavar:
+            common["metavar"] = option.metavar
+        click_type = _click_type(name, option)
+        if option.kind == "flag":
+            params.append(click.Option([*option.flags, name], is_flag=True, **common))
+        elif option.kind == "bool":
+            params.append(click.Option([*option.flags, name], **common))
+        else:
+            multiple = option.kind == "multiple"
+            params.append(
+                click.Option([*option.flags, name], type=click_type, multiple=multiple, **common)
+            )
+        for index, alias in enumerate(option.hidden_aliases):
+            params.append(
+                click.Option(
+                    [alias, _alias_name(name, index)],
+                    type=click_type,
+                    is_flag=option.kind == "flag",
+                    multiple=option.kind == "multiple",
+                    default=None,
+                    hidden=True,
+                )
+            )
+    for flag, _reason in UNSUPPORTED_UVICORN_FLAGS.items():
+        key = "unsupported_" + flag.lstrip("-").replace("-", "_")
+        params.append(
+            click.Option(
+                [flag, key],
+                is_flag=True,
+                default=None,
+                hidden=True,
+                envvar=envvars(flag.lstrip("-").replace("-", "_")),
+            )
+        )
+    params.append(
+        click.Option(
+            ["--version"],
+            is_flag=True,
+            expose_value=False,
+            is_eager=True,
+            callback=_print_version,
+            help="Display the corral version and exit.",
+        )
+    )
+    return params
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(
+        f"Running corral {__version__} with {platform.python_implementation()}"
+        f" {platform.python_version()} on {platform.system()}"
+    )
+    ctx.exit(0)
+
+
+def given_params(ctx: click.Context, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters the user set (command line or environment), defaults left out."""
+    given: dict[str, Any] = {}
+    for key, value in params.items():
+        source = ctx.get_parameter_source(key)
+        if source in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+            continue
+        if value is None or value == ():
+            continue
+        given[key] = value
+    return given
+
+
+def _from_port_fallback_only(given: Mapping[str, Any], environ: Mapping[str, str]) -> bool:
+    """True when the port came only from PaaS ``PORT`` and other listeners were asked for.
+
+    ``PORT`` is a default listener (as in gunicorn): an explicit --uds, --fd or --bind
+    replaces it instead of adding a TCP listener the user never asked for.
+    """
+    if "port" not in given or given.get("_port_source") is not ParameterSource.ENVIRONMENT:
+        return False
+    if environ.get("CORRAL_PORT") or environ.get("UVICORN_PORT"):
+        return False
+    return bool(given.get("uds") or given.get("fd") is not None or given.get("bind"))
+
+
+def build_config(given: Mapping[str, Any]) -> Config:
+    """Make the Config from user-given parameters; bad values become click usage errors."""
+    settings = dict(given)
+    port_source = settings.pop("_port_source", None)
+    for key in [k for k in settings if k.startswith("unsupported_")]:
+        if settings.pop(key):
+            flag = "--" + key[len("unsupported_") :].replace("_", "-")
+            raise click.UsageError(
+                f"'{flag}' is a uvicorn option corral does not implement:"
+                f" {UNSUPPORTED_UVICORN_FLAGS[flag]}"
+            )
+    for name, option, _default in options():
+        for index, alias in enumerate(option.hidden_aliases):
+            value = settings.pop(_alias_name(name, index), None)
+            if value is not None and name not in settings:
+                settings[name] = value
+            elif value is not None:
+                raise click.UsageError(f"'{alias}' and '{option.flags[0]}' are the same option")
+    if _from_port_fallback_only({**settings, "_port_source": port_source}, os.environ):
+        del settings["port"]
+    try:
+        config = Config(**settings)
+        from corral.listeners import parse_bind
+
+        for spec in config.bind:
+            parse_bind(spec)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    return config
+
+
+def serve(config: Config) -> ExitCode:
+    """Run the server (a seam: tests replace it to inspect the Config)."""
+    from corral.main import serve_config
+
+    return serve_config(config)
+
+
+def _command(**params: Any) -> None:
+    ctx = click.get_current_context()
+    given = given_params(ctx, params)
+    if "port" in given:
+        given["_port_source"] = ctx.get_parameter_source("port")
+    config = build_config(given)
+    ctx.exit(int(serve(config)))
+
+
+cli = click.Command(
+    name="corral",
+    callback=_command,
+    params=build_params(),
+    help="Serve the ASGI application APP (module:attribute) with corral.",
+    epilog=EPILOG,
+    context_settings={"max_content_width": 100},
+)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console entry point: parse, serve, and exit with the resulting code."""
+    try:
+        result = cli.main(args=argv, prog_name="corral", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(ExitCode.ERROR)
+    sys.exit(int(result) if isinstance(result, int) else ExitCode.OK)

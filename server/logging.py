@@ -1,0 +1,265 @@
+"""Logging setup: uvicorn's default format under corral's logger names.
+
+Lifecycle lines go to ``corral.error`` (stderr), access lines to ``corral.access`` (stdout),
+both as ``LEVEL:    message`` with the level padded the way uvicorn pads it, because deploy
+scripts grep for these lines. Colour is used only on a terminal, or when asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import os
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, TextIO
+
+import click
+from corral.errors import ConfigError
+
+if TYPE_CHECKING:
+    from corral.config import Config
+    from corral.listeners import Listener
+
+TRACE_LEVEL = 5
+logging.addLevelName(TRACE_LEVEL, "TRACE")
+
+#: The loggers --log-level applies to.
+CORRAL_LOGGERS = ("corral", "corral.error", "corral.access")
+
+_LEVEL_COLOURS: dict[int, str] = {
+    TRACE_LEVEL: "blue",
+    logging.DEBUG: "cyan",
+    logging.INFO: "green",
+    logging.WARNING: "yellow",
+    logging.ERROR: "red",
+    logging.CRITICAL: "bright_red",
+}
+
+# "CRITICAL" is the longest level name; every prefix is padded to its width plus the colon.
+_PREFIX_WIDTH = len("CRITICAL:")
+
+
+def stream_wants_colour(stream: TextIO | None, use_colors: bool | None) -> bool:
+    """Colour when forced on, never when forced off, else only on a TTY (and no NO_COLOR)."""
+    if use_colors is not None:
+        return use_colors
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty())
+
+
+class LevelPrefixFormatter(logging.Formatter):
+    """Adds ``%(levelprefix)s``: ``INFO:`` padded to a fixed width, coloured when enabled."""
+
+    def __init__(
+        self,
+        fmt: str | None = None,
+        datefmt: str | None = None,
+        style: Any = "%",
+        use_colors: bool | None = None,
+        stream: str = "stderr",
+    ) -> None:
+        super().__init__(fmt=fmt, datefmt=datefmt, style=style)
+        target = sys.stdout if stream == "stdout" else sys.stderr
+        self.use_colors = stream_wants_colour(target, use_colors)
+
+    def level_prefix(self, record: logging.LogRecord) -> str:
+        name = record.levelname
+        padding = " " * max(0, _PREFIX_WIDTH - len(name) - 1)
+        if self.use_colors:
+            name = click.style(name, fg=_LEVEL_COLOURS.get(record.levelno))
+        return f"{name}:{padding}"
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.levelprefix = self.level_prefix(record)
+        return super().formatMessage(record)
+
+
+_STATUS_COLOURS = {"1": "bright_white", "2": "green", "3": "yellow", "4": "red", "5": "bright_red"}
+
+
+class AccessFormatter(LevelPrefixFormatter):
+    """Access lines; with colour, the request line is bold and the status coloured by class.
+
+    The worker logs ``'%s - "%s %s HTTP/%s" %s'`` with (client, method, path, version, status).
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        args = record.args
+        if self.use_colors and isinstance(args, tuple) and len(args) == 5:
+            client, method, path, version, status = args
+            status_text = str(status)
+            record = logging.makeLogRecord(record.__dict__)
+            record.args = (
+                client,
+                click.style(str(method), bold=True),
+                click.style(str(path), bold=True),
+                version,
+                click.style(status_text, fg=_STATUS_COLOURS.get(status_text[:1])),
+            )
+        return super().format(record)
+
+
+def default_logging_config(use_colors: bool | None) -> dict[str, Any]:
+    """The dictConfig applied when no --log-config is given (uvicorn's defaults, renamed)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "default": {
+                "()": "corral.logging.LevelPrefixFormatter",
+                "fmt": "%(levelprefix)s %(message)s",
+                "use_colors": use_colors,
+                "stream": "stderr",
+            },
+            "access": {
+                "()": "corral.logging.AccessFormatter",
+                "fmt": "%(levelprefix)s %(message)s",
+                "use_colors": use_colors,
+                "stream": "stdout",
+            },
+        },
+        "handlers": {
+            "default": {
+                "formatter": "default",
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+            },
+            "access": {
+                "formatter": "access",
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stdout",
+            },
+        },
+        "loggers": {
+            "corral": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "corral.error": {"level": "INFO"},
+            "corral.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+        },
+    }
+
+
+def _load_log_config(source: str | dict[str, Any]) -> None:
+    """Apply a user logging configuration: a dict, or a .json/.yaml/.yml/.ini/.cfg file."""
+    if isinstance(source, dict):
+        _dict_config(source)
+        return
+    path = str(source)
+    if not os.path.isfile(path):
+        raise ConfigError("--log-config", f"no such file: {path}")
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".json":
+        try:
+            with open(path, encoding="utf-8") as handle:
+                loaded = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise ConfigError("--log-config", f"cannot read {path}: {exc}") from None
+        _dict_config(loaded)
+    elif suffix in (".yaml", ".yml"):
+        try:
+            import yaml  # type: ignore[import-untyped, unused-ignore]
+        except ImportError:
+            raise ConfigError(
+                "--log-config",
+                f"{path} is YAML, which needs PyYAML (pip install pyyaml); or use .json or .ini",
+            ) from None
+        try:
+            with open(path, encoding="utf-8") as handle:
+                loaded = yaml.safe_load(handle)
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError("--log-config", f"cannot read {path}: {exc}") from None
+        _dict_config(loaded)
+    else:
+        # .ini, .cfg and anything else: the stdlib's fileConfig format, as uvicorn does.
+        try:
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+        except Exception as exc:
+            raise ConfigError("--log-config", f"cannot apply {path}: {exc}") from None
+
+
+def _dict_config(loaded: Any) -> None:
+    if not isinstance(loaded, dict):
+        raise ConfigError("--log-config", "must be a logging dictConfig mapping")
+    try:
+        logging.config.dictConfig(loaded)
+    except (ValueError, TypeError, AttributeError, ImportError) as exc:
+        raise ConfigError("--log-config", f"invalid logging configuration: {exc}") from None
+
+
+def configure_logging(config: Config) -> None:
+    """Set up logging from --log-config (or the defaults), --log-level and --access-log."""
+    if config.log_config is None:
+        logging.config.dictConfig(default_logging_config(config.use_colors))
+    else:
+        _load_log_config(config.log_config)
+    if config.log_level is not None:
+        level = logging.getLevelName(config.log_level.upper())
+        for name in CORRAL_LOGGERS:
+            logging.getLogger(name).setLevel(level)
+    access = logging.getLogger("corral.access")
+    if not config.access_log:
+        # disabled makes isEnabledFor() False, so the worker skips building the line at all.
+        access.handlers = []
+        access.propagate = False
+        access.disabled = True
+    else:
+        access.disabled = False
+
+
+def ensure_logging() -> None:
+    """Give corral's loggers the default handlers if nothing configured them yet.
+
+    Used when an error must be reported before :func:`configure_logging` ran (e.g. a bad
+    --env-file), so the message is not lost or printed in the stdlib's bare format.
+    """
+    if not logging.getLogger("corral").handlers:
+        logging.config.dictConfig(default_logging_config(None))
+
+
+def _all_handlers() -> Iterable[logging.Handler]:
+    seen: set[int] = set()
+    loggers: list[logging.Logger] = [logging.getLogger()]
+    loggers += [
+        item
+        for item in logging.Logger.manager.loggerDict.values()
+        if isinstance(item, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if id(handler) not in seen:
+                seen.add(id(handler))
+                yield handler
+
+
+def reopen_logs() -> int:
+    """Reopen every FileHandler's file (SIGUSR1 after logrotate moved it); returns the count.
+
+    Call it from the main loop, not from a signal handler: it takes the handlers' locks.
+    """
+    reopened = 0
+    for handler in _all_handlers():
+        if isinstance(handler, logging.FileHandler):
+            handler.acquire()
+            try:
+                if handler.stream is not None:
+                    handler.stream.close()
+                handler.stream = handler._open()
+                reopened += 1
+            finally:
+                handler.release()
+    return reopened
+
+
+def banner_lines(listeners: Iterable[Listener]) -> list[str]:
+    """One "corral running on ..." line per listener, as uvicorn prints it."""
+    lines = []
+    for listener in listeners:
+        if listener.url.startswith("unix:"):
+            where = f"unix socket {listener.url[len('unix:') :]}"
+        else:
+            where = listener.url
+        lines.append(f"corral running on {where} (Press CTRL+C to quit)")
+    return lines
