@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from corral.config import Config
 
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
