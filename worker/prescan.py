@@ -1,0 +1,439 @@
+"""One cheap, strict pre-scan of every request head, shared by both parser adapters.
+
+httptools (llhttp) and h11 each accept things RFC 9112 forbids and reject things it allows,
+and they disagree with each other. Rather than patching each, corral checks the raw head
+here, once, with precompiled regexes (one C-level pass per check, no per-byte Python loop),
+and interprets the header fields here too. The parser libraries then parse input that is
+already known to be well formed, so both adapters give the same answer to every input.
+
+Also here: :class:`ChunkScanner`, which walks chunked framing (sizes, CRLFs, trailers) so
+the adapters know where one chunked body ends and the next pipelined request begins.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from corral.config import Config
+
+
+class ParseError(Exception):
+    """A request the server must refuse. The connection always closes after the answer."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ParserLimits:
+    """Size limits on a request (bytes; ``body`` 0 = unlimited)."""
+
+    request_line: int = 8190
+    fields: int = 100
+    field_size: int = 8190
+    head_size: int = 65536
+    body: int = 0
+
+    @classmethod
+    def from_config(cls, config: Config) -> ParserLimits:
+        return cls(
+            request_line=config.limit_request_line,
+            fields=config.limit_request_fields,
+            field_size=config.limit_request_field_size,
+            head_size=config.head_size_limit,
+            body=config.limit_request_body,
+        )
+
+
+@dataclass(slots=True)
+class RequestHead:
+    """A validated request head, as both adapters hand it to the connection protocol."""
+
+    method: str
+    raw_path: bytes
+    query_string: bytes
+    http_version: str
+    headers: list[tuple[bytes, bytes]]
+    keep_alive: bool
+    expect_continue: bool
+    upgrade: bytes | None
+    content_length: int | None
+    chunked: bool
+
+
+# --- grammar (RFC 9110 §5.6.2 token, §5.5 field values; RFC 9112 §3, §5, §7.1) ---------
+_TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
+#: request-line: token SP target SP HTTP-version. Targets are visible ASCII only (RFC 3986);
+#: raw UTF-8 in a target is refused, as h11 and llhttp both do.
+_REQUEST_LINE = re.compile(rb"([" + _TCHAR + rb"]+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
+_VERSION_ONLY = re.compile(rb".* HTTP/[0-9]\.[0-9]", re.S)
+#: Field lines: no whitespace before the colon, no obs-fold (a line may not start with
+#: whitespace), no CTL but HTAB in a value (NUL, CR, LF and DEL included), CRLF endings.
+_FIELD_BLOCK = re.compile(rb"(?:[" + _TCHAR + rb"]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
+_FIELD = re.compile(rb"([" + _TCHAR + rb"]+):([\t\x20-\x7e\x80-\xff]*)\r\n")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+#: Host = uri-host [":" port] (RFC 9110 §7.2, RFC 3986 §3.2.2); empty is allowed.
+_HOST = re.compile(
+    rb"(?:\[[0-9A-Za-z:.%~\-_!$&'()*+,;=]+\]|[0-9A-Za-z\-._~!$&'()*+,;=%]*)(?::[0-9]*)?"
+)
+_ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://([^/?#]*)([^?#]*)(?:\?([^#]*))?.*", re.S)
+_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+#: chunk-size [chunk-ext] as llhttp accepts it: no whitespace anywhere (RFC 9112 §7.1.1
+#: allows BWS around ';' and '='; llhttp refuses it, and corral refuses it on both parsers).
+_CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]+)(?:;[" + _TCHAR + rb"]+(?:=(?:[" + _TCHAR + rb"]+|" + _QUOTED + rb"))?)*"
+)
+
+_METHOD_NAMES: dict[bytes, str] = {}
+_VERSIONS = {(b"1", b"1"): "1.1", (b"1", b"0"): "1.0"}
+#: Transfer codings corral decodes. Others (gzip, compress, ...) are not decoded, so a
+#: request using them gets 501 (RFC 9112 §6.1).
+_CHUNKED = b"chunked"
+#: Longest chunk-size line (with extensions) accepted; extensions carry nothing corral uses.
+MAX_CHUNK_LINE = 4096
+#: A chunk size needs at most 15 significant hex digits (< 2**60); more is an overflow
+#: attempt (llhttp overflows at 2**64, h11 at 20 digits; corral draws the line lower).
+_MAX_CHUNK_DIGITS = 15
+
+
+def method_name(raw: bytes) -> str:
+    """The method as str, decoded once per distinct method."""
+    name = _METHOD_NAMES.get(raw)
+    if name is None:
+        name = raw.decode("ascii")
+        if len(_METHOD_NAMES) < 64:
+            _METHOD_NAMES[raw] = name
+    return name
+
+
+def check_partial_head(
+    buf: bytes | bytearray, start: int, scan_from: int, limits: ParserLimits
+) -> None:
+    """Refuse an unfinished head early: too long, or a bare LF already seen."""
+    size = len(buf) - start
+    if size > limits.head_size:
+        raise ParseError(431, "request head too large")
+    line_limit = limits.request_line + 2
+    if size > line_limit and buf.find(b"\r\n", start, start + line_limit) < 0:
+        raise ParseError(414, "request line too long")
+    if (
+        _BARE_LF.search(buf, max(start + 1, scan_from)) is not None
+        or buf[start : start + 1] == b"\n"
+    ):
+        raise ParseError(400, "bare LF line ending")
+
+
+def scan_head(
+    head: bytes, limits: ParserLimits
+) -> tuple[bytes, bytes, str, list[tuple[bytes, bytes]]]:
+    """Validate ``head`` (request line through the blank line) and split it.
+
+    Returns (method, target, http_version, fields) with lower-cased names and trimmed
+    values. Raises :class:`ParseError` with 400, 414, 431 or 505.
+    """
+    if len(head) > limits.head_size:
+        raise ParseError(431, "request head too large")
+    line_end = head.find(b"\r\n")
+    if line_end > limits.request_line:
+        raise ParseError(414, "request line too long")
+    match = _REQUEST_LINE.fullmatch(head, 0, line_end)
+    if match is None:
+        raise ParseError(400, _request_line_problem(head[:line_end]))
+    version = _VERSIONS.get((match[3], match[4]))
+    if version is None:
+        raise ParseError(505, "HTTP version not supported")
+    block_start = line_end + 2
+    block_end = len(head) - 2  # the blank line
+    if head.count(b"\r\n", block_start, block_end) > limits.fields:
+        raise ParseError(431, "too many header fields")
+    if block_end - block_start > limits.field_size:
+        longest = max(len(line) for line in head[block_start:block_end].split(b"\r\n"))
+        if longest > limits.field_size:
+            raise ParseError(431, "header field too large")
+    if _FIELD_BLOCK.fullmatch(head, block_start, block_end) is None:
+        raise ParseError(400, _field_problem(head[block_start:block_end]))
+    fields = [
+        (name.lower(), value.strip(b" \t"))
+        for name, value in _FIELD.findall(head, block_start, block_end)
+    ]
+    return match[1], match[2], version, fields
+
+
+def _request_line_problem(line: bytes) -> str:
+    """Why a request line failed the grammar (error path only)."""
+    if b"\x00" in line or b"\r" in line:
+        return "NUL or CR in request line"
+    parts = line.split(b" ")
+    if len(parts) != 3:
+        return "malformed request line"
+    if not re.fullmatch(rb"[" + _TCHAR + rb"]+", parts[0]):
+        return "invalid method"
+    if not re.fullmatch(rb"[\x21-\x7e]+", parts[1]):
+        return "invalid request target"
+    if _VERSION_ONLY.fullmatch(line) is None:
+        return "malformed HTTP version"
+    return "malformed request line"
+
+
+def _field_problem(block: bytes) -> str:
+    """Why the field lines failed the grammar (error path only)."""
+    for line in block.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):
+            return "obs-fold in header"
+        name, colon, value = line.partition(b":")
+        if not colon:
+            return "header line without colon"
+        if not name:
+            return "empty header name"
+        if name[-1:] in (b" ", b"\t"):
+            return "whitespace before colon"
+        if re.fullmatch(rb"[" + _TCHAR + rb"]+", name) is None:
+            return "invalid header name"
+        if b"\x00" in value or b"\r" in value:
+            return "NUL or CR in header value"
+    return "invalid header value"
+
+
+def interpret(
+    method: bytes,
+    target: bytes,
+    version: str,
+    fields: list[tuple[bytes, bytes]],
+    limits: ParserLimits,
+    known_methods: frozenset[bytes] | None,
+) -> RequestHead:
+    """Apply the semantic rules (Host, framing, connection) and build the head.
+
+    ``fields`` have lower-cased names and trimmed values. ``known_methods`` is the set the
+    underlying parser can handle (None = any token). Raises :class:`ParseError`.
+    """
+    if known_methods is not None and method not in known_methods:
+        raise ParseError(501, "method not implemented")
+    if method == b"CONNECT":
+        raise ParseError(501, "CONNECT not implemented")
+    host: bytes | None = None
+    hosts = 0
+    content_length: bytes | None = None
+    lengths = 0
+    codings: list[bytes] | None = None
+    connection = b""
+    expect = b""
+    upgrade = b""
+    for name, value in fields:
+        if len(name) > 17:  # longer than any name below
+            continue
+        if name == b"host":
+            host = value
+            hosts += 1
+        elif name == b"content-length":
+            content_length = value
+            lengths += 1
+        elif name == b"transfer-encoding":
+            if codings is None:
+                codings = []
+            codings.extend(value.split(b","))
+        elif name == b"connection":
+            connection = connection + b"," + value if connection else value
+        elif name == b"expect":
+            expect = value
+        elif name == b"upgrade":
+            upgrade = value
+    if hosts > 1:
+        raise ParseError(400, "more than one Host")
+    if host is None:
+        if version == "1.1":
+            raise ParseError(400, "missing Host")
+    elif _HOST.fullmatch(host) is None:
+        raise ParseError(400, "invalid Host")
+
+    length: int | None = None
+    if lengths:
+        if lengths > 1:
+            raise ParseError(400, "more than one Content-Length")
+        if content_length is None or _DIGITS.fullmatch(content_length) is None:
+            raise ParseError(400, "invalid Content-Length")
+        length = int(content_length)
+    chunked = False
+    if codings is not None:
+        if lengths:
+            raise ParseError(400, "both Content-Length and Transfer-Encoding")
+        if version == "1.0":
+            raise ParseError(400, "Transfer-Encoding in HTTP/1.0")
+        chunked = _check_codings(codings)
+    if length is not None and limits.body and length > limits.body:
+        raise ParseError(413, "request body too large")
+
+    tokens = connection.lower() if connection else b""
+    if version == "1.1":
+        keep_alive = not (tokens and _has_token(tokens, b"close"))
+    else:
+        keep_alive = bool(tokens) and _has_token(tokens, b"keep-alive")
+        keep_alive = keep_alive and not _has_token(tokens, b"close")
+    upgrade_token = None
+    if upgrade and tokens and _has_token(tokens, b"upgrade"):
+        upgrade_token = upgrade.lower()
+
+    if target[0] == 0x2F:  # "/": origin-form, the common case
+        path, _sep, query = target.partition(b"?")
+    elif target == b"*":
+        if method != b"OPTIONS":
+            raise ParseError(400, "asterisk-form target outside OPTIONS")
+        path, query = target, b""
+    else:
+        absolute = _ABSOLUTE.fullmatch(target)
+        if absolute is None:
+            raise ParseError(400, "invalid request target")
+        authority = absolute[1]
+        if _HOST.fullmatch(authority) is None or b"@" in authority:
+            raise ParseError(400, "invalid authority in request target")
+        path = absolute[2] or b"/"
+        query = absolute[3] or b""
+        # RFC 9112 §3.2.2: the target's authority replaces the Host field.
+        fields = [(n, authority if n == b"host" else v) for n, v in fields]
+        if host is None:
+            fields.append((b"host", authority))
+    return RequestHead(
+        method_name(method),
+        path,
+        query,
+        version,
+        fields,
+        keep_alive,
+        version == "1.1" and expect.lower() == b"100-continue",
+        upgrade_token,
+        length,
+        chunked,
+    )
+
+
+def _has_token(tokens: bytes, token: bytes) -> bool:
+    if tokens == token:
+        return True
+    return token in (part.strip(b" \t") for part in tokens.split(b","))
+
+
+def _check_codings(codings: list[bytes]) -> bool:
+    """Validate a Transfer-Encoding list; True when the body is chunked (always, if valid)."""
+    names = [c.strip(b" \t").lower() for c in codings]
+    names = [n for n in names if n]
+    if not names or names[-1] != _CHUNKED:
+        raise ParseError(400, "final transfer coding is not chunked")
+    if names.count(_CHUNKED) > 1:
+        raise ParseError(400, "chunked applied more than once")
+    if len(names) > 1:
+        raise ParseError(501, "transfer coding not implemented")
+    return True
+
+
+class ChunkScanner:
+    """Walks chunked framing (RFC 9112 §7.1) to find where a chunked body ends.
+
+    ``scan(buf, pos)`` returns the offset up to which bytes belong to the body and have
+    been validated; ``done`` turns True after the last chunk and the trailer section.
+    Chunk sizes are summed against the body limit before their data arrives.
+    """
+
+    __slots__ = (
+        "_limits",
+        "_remaining",
+        "_state",
+        "_trailer_bytes",
+        "_trailer_fields",
+        "body",
+        "done",
+    )
+
+    _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+
+    def __init__(self, limits: ParserLimits) -> None:
+        self._limits = limits
+        self._state = self._SIZE
+        self._remaining = 0
+        self._trailer_bytes = 0
+        self._trailer_fields = 0
+        self.body = 0
+        self.done = False
+
+    def scan(self, buf: bytes | bytearray, pos: int) -> int:
+        limits = self._limits
+        end = len(buf)
+        while pos < end and not self.done:
+            state = self._state
+            if state == self._DATA:
+                take = min(self._remaining, end - pos)
+                pos += take
+                self._remaining -= take
+                if not self._remaining:
+                    self._state = self._DATA_END
+            elif state == self._DATA_END:
+                if end - pos < 2:
+                    if buf[pos] != 0x0D:
+                        raise ParseError(400, "chunk data not followed by CRLF")
+                    break
+                if buf[pos : pos + 2] != b"\r\n":
+                    raise ParseError(400, "chunk data not followed by CRLF")
+                pos += 2
+                self._state = self._SIZE
+            else:
+                line_end = buf.find(b"\r\n", pos)
+                if line_end < 0:
+                    self._check_partial_line(buf, pos, end, limits)
+                    break
+                if state == self._SIZE:
+                    self._size_line(buf, pos, line_end, limits)
+                else:
+                    self._trailer_line(buf, pos, line_end, limits)
+                pos = line_end + 2
+        return pos
+
+    def _check_partial_line(
+        self, buf: bytes | bytearray, pos: int, end: int, limits: ParserLimits
+    ) -> None:
+        if b"\n" in buf[pos:end]:
+            raise ParseError(400, "bare LF in chunked framing")
+        if self._state == self._SIZE and end - pos > MAX_CHUNK_LINE:
+            raise ParseError(400, "chunk size line too long")
+        if self._state == self._TRAILER and self._trailer_bytes + end - pos > limits.head_size:
+            raise ParseError(431, "trailer section too large")
+
+    def _size_line(
+        self, buf: bytes | bytearray, pos: int, line_end: int, limits: ParserLimits
+    ) -> None:
+        if line_end - pos > MAX_CHUNK_LINE:
+            raise ParseError(400, "chunk size line too long")
+        match = _CHUNK_LINE.fullmatch(buf, pos, line_end)
+        if match is None:
+            raise ParseError(400, "invalid chunk size")
+        digits = match[1].lstrip(b"0")
+        if len(digits) > _MAX_CHUNK_DIGITS:
+            raise ParseError(400, "chunk size overflow")
+        size = int(digits, 16) if digits else 0
+        self.body += size
+        if limits.body and self.body > limits.body:
+            raise ParseError(413, "request body too large")
+        if size:
+            self._remaining = size
+            self._state = self._DATA
+        else:
+            self._state = self._TRAILER
+
+    def _trailer_line(
+        self, buf: bytes | bytearray, pos: int, line_end: int, limits: ParserLimits
+    ) -> None:
+        if line_end == pos:
+            self.done = True
+            return
+        self._trailer_fields += 1
+        self._trailer_bytes += line_end - pos + 2
+        if self._trailer_fields > limits.fields or self._trailer_bytes > limits.head_size:
+            raise ParseError(431, "trailer section too large")
+        if line_end - pos > limits.field_size:
+            raise ParseError(431, "trailer field too large")
+        if _FIELD_BLOCK.fullmatch(buf, pos, line_end + 2) is None:
+            raise ParseError(400, "invalid trailer field")
