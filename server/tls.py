@@ -10,9 +10,11 @@ defines it, once per connection.
 
 from __future__ import annotations
 
+import os
 import ssl
 import sys
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -70,16 +72,26 @@ def create_ssl_context(config: Config) -> ssl.SSLContext | None:
         context = ssl.SSLContext(config.ssl_version)
     except (ValueError, OSError) as exc:
         raise ConfigError("--ssl-version", f"{config.ssl_version}: {exc}") from None
+    for option, path in (
+        ("--ssl-certfile", config.ssl_certfile),
+        ("--ssl-keyfile", config.ssl_keyfile),
+        ("--ssl-ca-certs", config.ssl_ca_certs),
+    ):
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(option, f"cannot read {path}")
+    key_path = config.ssl_keyfile or config.ssl_certfile
     try:
+        # A callable, not None: without a password OpenSSL would prompt on the terminal.
         context.load_cert_chain(
-            config.ssl_certfile, config.ssl_keyfile, password=config.ssl_keyfile_password
+            config.ssl_certfile, config.ssl_keyfile, password=_password(config)
         )
-    except FileNotFoundError as exc:
-        option = "--ssl-keyfile" if exc.filename == config.ssl_keyfile else "--ssl-certfile"
-        raise ConfigError(option, f"no such file: {exc.filename}") from None
     except (ssl.SSLError, OSError) as exc:
-        option = "--ssl-keyfile-password" if _bad_password(exc) else "--ssl-certfile"
-        raise ConfigError(option, f"cannot load the certificate and key: {exc}") from None
+        if _is_encrypted(key_path):
+            if config.ssl_keyfile_password is None:
+                raise ConfigError("--ssl-keyfile-password", "the key is encrypted") from None
+            raise ConfigError("--ssl-keyfile-password", "does not decrypt the key") from None
+        message = f"cannot load the certificate and key ({exc})"
+        raise ConfigError("--ssl-certfile", message) from None
     if config.ssl_cert_reqs not in (ssl.CERT_NONE, ssl.CERT_OPTIONAL, ssl.CERT_REQUIRED):
         raise ConfigError("--ssl-cert-reqs", "must be 0 (none), 1 (optional) or 2 (required)")
     if config.ssl_cert_reqs != ssl.CERT_NONE and not config.ssl_ca_certs:
@@ -105,9 +117,17 @@ def create_ssl_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-def _bad_password(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return "password" in text or "bad decrypt" in text
+def _password(config: Config) -> Callable[[], str]:
+    password = config.ssl_keyfile_password or ""
+    return lambda: password
+
+
+def _is_encrypted(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return b"ENCRYPTED" in f.read(1 << 20)
+    except OSError:
+        return False
 
 
 def _first_pem_certificate(path: str) -> str | None:

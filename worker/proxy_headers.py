@@ -222,7 +222,7 @@ def _parse_forwarded(value: str) -> list[dict[str, str]] | None:
         eq = value.find("=", i)
         if eq < 0:
             return None
-        name = value[i:eq].strip().lower()
+        name = value[i:eq].lower()
         if not name or not name.isascii() or any(c in name for c in ' \t",;'):
             return None
         i = eq + 1

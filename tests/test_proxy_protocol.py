@@ -1,0 +1,218 @@
+"""PROXY protocol v1/v2 header parsing (pure, sans-I/O)."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+import pytest
+from corral.worker.proxy_protocol import (
+    V1_MAX_LENGTH,
+    V2_MAX_PAYLOAD,
+    V2_SIGNATURE,
+    Invalid,
+    NeedMore,
+    Parsed,
+    ProxyHeaderReader,
+    parse,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+
+def v2(
+    command: int = 1, family: int = 0x11, block: bytes | None = None, tlvs: bytes = b""
+) -> bytes:
+    """Build a v2 header; the default block is 1.2.3.4:1000 -> 5.6.7.8:443."""
+    if block is None:
+        block = struct.pack("!4s4sHH", bytes([1, 2, 3, 4]), bytes([5, 6, 7, 8]), 1000, 443)
+    payload = block + tlvs
+    return V2_SIGNATURE + bytes([0x20 | command, family]) + struct.pack("!H", len(payload)) + payload
+
+
+def tlv(kind: int, value: bytes) -> bytes:
+    return struct.pack("!BH", kind, len(value)) + value
+
+
+# --- v1 -----------------------------------------------------------------------------------
+
+
+def test_v1_tcp4() -> None:
+    """A v1 TCP4 header gives source, destination and its length."""
+    line = b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n"
+    result = parse(line + b"GET / HTTP/1.1\r\n")
+    assert result == Parsed(("192.0.2.1", 56324), ("198.51.100.2", 443), False, len(line), 1)
+
+
+def test_v1_tcp6() -> None:
+    """A v1 TCP6 header gives IPv6 addresses."""
+    result = parse(b"PROXY TCP6 2001:db8::1 ::1 65535 80\r\n")
+    assert isinstance(result, Parsed)
+    assert result.source == ("2001:db8::1", 65535) and result.dest == ("::1", 80)
+
+
+@pytest.mark.parametrize("line", [b"PROXY UNKNOWN\r\n", b"PROXY UNKNOWN ffff::1 ::1 1 2\r\n"])
+def test_v1_unknown_keeps_peer(line: bytes) -> None:
+    """v1 UNKNOWN is valid and means: keep the real peer address."""
+    result = parse(line + b"rest")
+    assert result == Parsed(None, None, True, len(line), 1)
+
+
+def test_v1_longest_header_accepted() -> None:
+    """The spec's 107-byte worst case is accepted."""
+    addr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+    line = f"PROXY TCP6 {addr} {addr} 65535 65535\r\n".encode()
+    assert len(line) == 104
+    assert isinstance(parse(line), Parsed)
+    unknown = b"PROXY UNKNOWN " + b"x" * (V1_MAX_LENGTH - 16) + b"\r\n"
+    assert len(unknown) == V1_MAX_LENGTH and isinstance(parse(unknown), Parsed)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r",
+        b"PROXY ",
+        b"PROX",
+        b"P",
+        b"",
+    ],
+)
+def test_v1_partial_needs_more(data: bytes) -> None:
+    """An incomplete v1 header asks for more bytes."""
+    assert isinstance(parse(data), NeedMore)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",
+        b"PROXY TCP4 1.2.3.4  5.6.7.8 1 2\r\n",
+        b"PROXY TCP4 ::1 5.6.7.8 1 2\r\n",
+        b"PROXY TCP6 1.2.3.4 ::1 1 2\r\n",
+        b"PROXY TCP4 1.2.3.400 5.6.7.8 1 2\r\n",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 -1 2\r\n",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 080 2\r\n",
+        b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 \xff 2\r\n",
+        b"PROXY " + b"A" * 200,
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"proxy TCP4 1.2.3.4 5.6.7.8 1 2\r\n",
+        b"\x16\x03\x01\x02\x00",
+    ],
+)
+def test_v1_garbage_invalid(data: bytes) -> None:
+    """Malformed, overlong or absent v1 headers are Invalid with a reason."""
+    result = parse(data)
+    assert isinstance(result, Invalid) and result.reason
+
+
+# --- v2 -----------------------------------------------------------------------------------
+
+
+def test_v2_tcp4() -> None:
+    """A v2 PROXY TCP4 header gives the addresses and consumes exactly its length."""
+    data = v2() + b"GET"
+    assert parse(data) == Parsed(("1.2.3.4", 1000), ("5.6.7.8", 443), False, len(data) - 3, 2)
+
+
+def test_v2_tcp6() -> None:
+    """A v2 PROXY TCP6 header gives IPv6 addresses."""
+    src, dst = ipaddress.IPv6Address("2001:db8::5"), ipaddress.IPv6Address("::1")
+    block = struct.pack("!16s16sHH", src.packed, dst.packed, 5555, 8443)
+    result = parse(v2(family=0x21, block=block))
+    assert isinstance(result, Parsed)
+    assert result.source == ("2001:db8::5", 5555) and result.dest == ("::1", 8443)
+
+
+def test_v2_tlvs_skipped() -> None:
+    """TLVs (ALPN, authority, AWS VPC endpoint, NOOP padding) are skipped exactly."""
+    tlvs = tlv(0x01, b"h2") + tlv(0x02, b"example.com") + tlv(0xEA, b"\x01vpce-0abc")
+    tlvs += tlv(0x04, b"\0" * 10) + tlv(0x05, b"")
+    data = v2(tlvs=tlvs)
+    result = parse(data + b"GET")
+    assert isinstance(result, Parsed) and result.consumed == len(data)
+    assert result.source == ("1.2.3.4", 1000)
+
+
+@pytest.mark.parametrize("family", [0x00, 0x11, 0x21, 0x31, 0x12, 0x55])
+def test_v2_local_keeps_peer(family: int) -> None:
+    """v2 LOCAL is valid whatever the family and means: keep the real peer address."""
+    data = v2(command=0, family=family, block=b"\0" * 12)
+    assert parse(data) == Parsed(None, None, True, len(data), 2)
+
+
+def test_v2_unspec_proxy_keeps_peer() -> None:
+    """v2 PROXY with family UNSPEC carries no address: keep the real peer."""
+    result = parse(v2(family=0x00, block=b""))
+    assert isinstance(result, Parsed) and result.is_local
+
+
+def test_v2_unix_source_has_no_address() -> None:
+    """v2 PROXY over AF_UNIX is valid and leaves the client without an address."""
+    block = b"/tmp/a".ljust(108, b"\0") + b"/tmp/b".ljust(108, b"\0")
+    result = parse(v2(family=0x31, block=block))
+    assert isinstance(result, Parsed) and result.source is None and not result.is_local
+
+
+def test_v2_partial_needs_more_at_every_cut() -> None:
+    """Every proper prefix of a v2 header asks for more bytes."""
+    data = v2(tlvs=tlv(0x02, b"example.com"))
+    for cut in range(len(data)):
+        assert isinstance(parse(data[:cut]), NeedMore), cut
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (V2_SIGNATURE + b"\x11\x11\x00\x0c" + b"\0" * 12, "version"),
+        (V2_SIGNATURE + b"\x22\x11\x00\x0c" + b"\0" * 12, "command"),
+        (v2(family=0x12), "stream"),
+        (v2(family=0x22, block=b"\0" * 36), "stream"),
+        (v2(family=0x44), "stream"),
+        (v2(family=0x21), "too short"),
+        (v2(block=b"\0" * 11), "too short"),
+        (v2(tlvs=b"\x01\x00"), "truncated"),
+        (v2(tlvs=tlv(0x01, b"abc")[:-1] + b""), "overruns"),
+        (v2(tlvs=b"\x02\xff\xff"), "overruns"),
+        (V2_SIGNATURE + b"\x21\x11" + struct.pack("!H", V2_MAX_PAYLOAD + 1), "exceeds"),
+    ],
+)
+def test_v2_garbage_invalid(data: bytes, reason: str) -> None:
+    """Bad version, command, family, lengths and TLVs are Invalid with a clear reason."""
+    result = parse(data)
+    assert isinstance(result, Invalid) and reason in result.reason
+
+
+def test_reader_accumulates_and_returns_remainder() -> None:
+    """Fed byte by byte, the reader decides once and keeps the bytes after the header."""
+    reader = ProxyHeaderReader()
+    line = b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"
+    data = line + b"GET / HTTP/1.1\r\n"
+    results = [reader.feed(data[i : i + 1]) for i in range(len(line))]
+    assert all(isinstance(r, NeedMore) for r in results[:-1])
+    final = results[-1]
+    assert isinstance(final, Parsed) and final.consumed == len(line)
+    reader.feed(data[len(line) :])
+    assert reader.remainder(final.consumed) == b"GET / HTTP/1.1\r\n"
+
+
+@given(st.binary(max_size=300))
+def test_fuzz_never_raises(data: bytes) -> None:
+    """Arbitrary bytes give NeedMore, Parsed within bounds, or Invalid; never an exception."""
+    result = parse(data)
+    if isinstance(result, Parsed):
+        assert 0 < result.consumed <= len(data)
+
+
+@given(st.binary(min_size=16, max_size=80))
+def test_fuzz_v2_after_signature(rest: bytes) -> None:
+    """Random bytes after the v2 signature never raise or over-consume."""
+    data = V2_SIGNATURE + rest
+    result = parse(data)
+    if isinstance(result, Parsed):
+        assert result.consumed <= len(data)
