@@ -82,9 +82,7 @@ def create_ssl_context(config: Config) -> ssl.SSLContext | None:
     key_path = config.ssl_keyfile or config.ssl_certfile
     try:
         # A callable, not None: without a password OpenSSL would prompt on the terminal.
-        context.load_cert_chain(
-            config.ssl_certfile, config.ssl_keyfile, password=_password(config)
-        )
+        context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile, password=_password(config))
     except (ssl.SSLError, OSError) as exc:
         if _is_encrypted(key_path):
             if config.ssl_keyfile_password is None:

@@ -27,7 +27,9 @@ def v2(
     if block is None:
         block = struct.pack("!4s4sHH", bytes([1, 2, 3, 4]), bytes([5, 6, 7, 8]), 1000, 443)
     payload = block + tlvs
-    return V2_SIGNATURE + bytes([0x20 | command, family]) + struct.pack("!H", len(payload)) + payload
+    return (
+        V2_SIGNATURE + bytes([0x20 | command, family]) + struct.pack("!H", len(payload)) + payload
+    )
 
 
 def tlv(kind: int, value: bytes) -> bytes:
