@@ -1,12 +1,16 @@
 """Listening sockets: TCP host/port, UNIX sockets, inherited fds and --bind specs.
 
 The master (or the single process) opens every listener before any worker exists, so all
-workers share the same sockets. Sockets are non-blocking and inheritable, and listening with
-the configured backlog once this module returns them.
+workers share the same sockets (a fork shares every descriptor). Sockets come back listening
+with the configured backlog, non-blocking, and close-on-exec: programs the application
+executes must not inherit corral's listening sockets (a master that re-executes itself marks
+them inheritable just before its exec). When systemd passes sockets (socket activation),
+those are served instead of binding any.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import stat
@@ -17,6 +21,8 @@ from corral.errors import ConfigError, CorralError, ExitCode
 
 if TYPE_CHECKING:
     from corral.config import Config
+
+logger = logging.getLogger("corral.error")
 
 #: Permissions for a --uds socket file. uvicorn makes it 0o666 so a reverse proxy running as
 #: another user can connect; corral keeps that (a drop-in must not break nginx setups), but
@@ -108,7 +114,7 @@ def _tcp_url(scheme: str, host: str, port: int) -> str:
 def _prepare(sock: socket.socket, backlog: int) -> None:
     sock.listen(backlog)
     sock.setblocking(False)
-    sock.set_inheritable(True)
+    sock.set_inheritable(False)
 
 
 def open_tcp(host: str, port: int, config: Config) -> Listener:
@@ -201,8 +207,16 @@ def open_listeners(config: Config) -> list[Listener]:
 
     --host/--port make a listener when either is given or when nothing else is configured.
     On failure, the listeners already opened are closed before the error propagates.
+    Sockets passed by systemd (LISTEN_FDS for this pid) replace all of these.
     """
     specs = [parse_bind(spec) for spec in config.bind]
+    from corral.activation import take_activated_sockets
+
+    activated = take_activated_sockets()
+    if activated:
+        names = ", ".join(f"{item.name} ({item.url})" for item in activated)
+        logger.info("Using %d socket(s) passed by systemd: %s", len(activated), names)
+        return [Listener(item.sock, "systemd", item.url) for item in activated]
     listeners: list[Listener] = []
     try:
         for spec in specs:

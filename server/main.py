@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Iterator, MutableMapping
 
+from corral import daemon
 from corral.config import Config
 from corral.errors import ConfigError, CorralError, ExitCode
 from corral.listeners import close_listeners, open_listeners
@@ -115,7 +116,11 @@ def apply_env_file(path: str, environ: MutableMapping[str, str] | None = None) -
 
 
 def serve_config(config: Config) -> ExitCode:
-    """Serve ``config`` until stopped; returns the process exit code."""
+    """Serve ``config`` until stopped; returns the process exit code.
+
+    Order: env file, logging, umask (it shapes the UNIX socket file), listeners, pidfile
+    (still privileged), privilege drop, and only then the app, so no app code runs as root.
+    """
     try:
         if config.env_file is not None:
             apply_env_file(config.env_file)
@@ -125,17 +130,7 @@ def serve_config(config: Config) -> ExitCode:
         logger.error("%s", exc)
         return exc.exit_code
     try:
-        listeners = open_listeners(config)
-        try:
-            if config.supervised:
-                from corral.supervisor.master import run_master
-
-                return ExitCode(run_master(config, listeners))
-            from corral.worker.process import run_single
-
-            return ExitCode(run_single(config, listeners))
-        finally:
-            close_listeners(listeners)
+        return _serve(config)
     except CorralError as exc:
         logger.error("%s", exc)
         return exc.exit_code
@@ -145,3 +140,29 @@ def serve_config(config: Config) -> ExitCode:
     except Exception:
         logger.exception("Unexpected error; corral is stopping")
         return ExitCode.ERROR
+
+
+def _serve(config: Config) -> ExitCode:
+    warning = daemon.pid1_warning(config.supervised)
+    if warning:
+        logger.warning("%s", warning)
+    identity = daemon.resolve_identity(config.user, config.group)
+    daemon.apply_umask(config.umask)
+    listeners = open_listeners(config)
+    try:
+        if config.pid is not None:
+            daemon.write_pidfile(config.pid, owner=identity)
+        try:
+            daemon.drop_privileges(identity)
+            if config.supervised:
+                from corral.supervisor.master import run_master
+
+                return ExitCode(run_master(config, listeners))
+            from corral.worker.process import run_single
+
+            return ExitCode(run_single(config, listeners))
+        finally:
+            if config.pid is not None:
+                daemon.remove_pidfile(config.pid)
+    finally:
+        close_listeners(listeners)
