@@ -62,7 +62,9 @@ def write_pidfile(path: str, pid: int | None = None, owner: Identity | None = No
     """
     pid = os.getpid() if pid is None else pid
     existing = _read_pid(path)
-    if existing is not None and existing != pid and _alive(existing):
+    if existing == pid:
+        return  # already ours: a master re-executed in place keeps its pid and its file
+    if existing is not None and _alive(existing):
         raise ConfigError("--pid", f"{path} names process {existing}, which is still running")
     temporary = f"{path}.{pid}.tmp"
     try:
