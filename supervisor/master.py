@@ -1,0 +1,544 @@
+"""The master: forks workers that share the listening sockets and supervises them.
+
+It is synchronous and single-threaded: no event loop, no threads. Signal handlers only
+record the signal; ``signal.set_wakeup_fd`` makes the one ``selectors`` loop wake up, and
+that loop also reads every worker's channel. Its timeout is the next deadline the policy
+reports (a heartbeat timeout, a boot or drain deadline, the end of a backoff, the next
+memory sample or file-watch poll), so it never sleeps to poll.
+
+All decisions come from :mod:`corral.supervisor.policy`; this module carries them out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from collections.abc import Callable
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from corral.errors import CorralError, ExitCode
+from corral.supervisor import memory
+from corral.supervisor.policy import (
+    Abort,
+    Action,
+    Backoff,
+    Drain,
+    ExitKind,
+    Kill,
+    Limits,
+    Quit,
+    Retire,
+    Spawn,
+    StopMode,
+    Target,
+    WorkerState,
+    decide,
+    judge_exit,
+    reload_complete,
+)
+from corral.supervisor.pool import (
+    MASTER_SIGNALS,
+    WorkerHandle,
+    app_title,
+    describe_exit,
+    fork_worker,
+    reap,
+    send_signal,
+    set_title,
+)
+from corral.worker import channel
+from corral.worker.channel import ChannelError, Kind
+
+if TYPE_CHECKING:
+    from corral.config import Config
+    from corral.listeners import Listener
+    from corral.supervisor.reload import Watcher
+
+logger = logging.getLogger("corral.error")
+
+
+class MasterState(Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    RELOADING = "reloading"
+    STOPPING = "stopping"
+
+
+class InvalidMasterTransition(RuntimeError):
+    """A master state change the lifecycle does not allow."""
+
+
+_MASTER_TRANSITIONS: dict[MasterState, frozenset[MasterState]] = {
+    MasterState.STARTING: frozenset(
+        {MasterState.RUNNING, MasterState.RELOADING, MasterState.STOPPING}
+    ),
+    MasterState.RUNNING: frozenset({MasterState.RELOADING, MasterState.STOPPING}),
+    MasterState.RELOADING: frozenset(
+        {MasterState.RUNNING, MasterState.RELOADING, MasterState.STOPPING}
+    ),
+    MasterState.STOPPING: frozenset(),
+}
+
+#: Entry point run in a forked worker: (channel, slot, generation) -> exit code.
+WorkerEntry = Callable[[socket.socket, int, int], int]
+
+
+def limits_from(config: Config) -> Limits:
+    from corral.supervisor.policy import DRAIN_MARGIN
+
+    drain = config.timeout_graceful_shutdown + config.timeout_lifespan_shutdown
+    drain += config.timeout_shutdown_delay + DRAIN_MARGIN
+    return Limits(
+        healthcheck=config.timeout_worker_healthcheck,
+        boot=config.timeout_worker_boot,
+        drain=drain,
+        memory_mib=None
+        if config.limit_worker_memory is None
+        else float(config.limit_worker_memory),
+    )
+
+
+class Master:
+    """Owns the worker pool; :meth:`run` returns the process exit code."""
+
+    def __init__(
+        self,
+        config: Config,
+        listeners: list[Listener],
+        entry: WorkerEntry,
+        *,
+        watcher: Watcher | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.listeners = listeners
+        self.entry = entry
+        self.watcher = watcher
+        self.clock = clock
+        self.state = MasterState.STARTING
+        self.workers: dict[int, WorkerHandle] = {}
+        self.target = Target(workers=config.workers or 1, generation=1)
+        self.next_generation = 2
+        self.backoff = Backoff()
+        self.limits = limits_from(config)
+        self.ever_ready = False
+        self.exit_code = ExitCode.OK
+        self.signals: list[int] = []
+        self.selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._old_handlers: dict[int, Any] = {}
+        self._next_sample = 0.0
+        self._next_watch = 0.0
+        #: Hooks for sd_notify and the like: called with (event, master).
+        self.hooks: list[Callable[[str, Master], None]] = []
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def set_state(self, new: MasterState) -> None:
+        if new not in _MASTER_TRANSITIONS[self.state]:
+            raise InvalidMasterTransition(
+                f"master cannot go from {self.state.value} to {new.value}"
+            )
+        self.state = new
+
+    def _emit(self, event: str) -> None:
+        for hook in self.hooks:
+            try:
+                hook(event, self)
+            except Exception:
+                logger.exception("master hook failed on %s", event)
+
+    def _record(self, signum: int, frame: object) -> None:
+        """The only work done in signal context: remember which signal arrived."""
+        self.signals.append(signum)
+
+    def _install_signals(self) -> None:
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for signum in MASTER_SIGNALS:
+            self._old_handlers[signum] = signal.signal(signum, self._record)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+
+    def _restore_signals(self) -> None:
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler)
+        signal.set_wakeup_fd(-1)
+
+    def _close_in_child(self) -> None:
+        """In a fresh worker: drop every fd that belongs to the master or to siblings.
+
+        A sibling's channel kept open here would hide that worker's EOF from the master
+        and, worse, keep this worker's own EOF from ever arriving if the master died.
+        """
+        self.selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        for handle in self.workers.values():
+            handle.close_channel()
+
+    def run(self) -> ExitCode:
+        self._install_signals()
+        set_title(f"corral: master [{app_title(self.config.app)}]")
+        try:
+            self._loop()
+        finally:
+            self._restore_signals()
+            self.selector.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        return self.exit_code
+
+    def _loop(self) -> None:
+        while True:
+            now = self.clock()
+            self._handle_signals(now)
+            self._reap(now)
+            if self.state is MasterState.STOPPING and not self.workers:
+                return
+            deadline = self._supervise(now)
+            if self.state is MasterState.STOPPING and not self.workers:
+                return
+            timeout = None if deadline is None else max(0.0, deadline - self.clock())
+            for key, _ in self.selector.select(timeout):
+                if key.data is None:
+                    self._drain_wakeup()
+                else:
+                    self._read_channel(key.data)
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    # --- signals ---------------------------------------------------------------------
+
+    def _handle_signals(self, now: float) -> None:
+        while self.signals:
+            signum = self.signals.pop(0)
+            if signum == signal.SIGCHLD:
+                continue  # reaping follows right after
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                if self.state is MasterState.STOPPING:
+                    logger.info("Second %s: stopping at once", signal.Signals(signum).name)
+                    self._stop(StopMode.FAST)
+                else:
+                    self._stop(StopMode.GRACEFUL)
+            elif signum == signal.SIGQUIT:
+                self._stop(StopMode.FAST)
+            elif signum == signal.SIGHUP:
+                logger.info("Received SIGHUP: reloading workers")
+                self.begin_reload()
+            elif signum == signal.SIGTTIN:
+                self._resize(self.target.workers + 1)
+            elif signum == signal.SIGTTOU:
+                self._resize(max(1, self.target.workers - 1))
+            elif signum == signal.SIGUSR1:
+                self._reopen_logs()
+
+    def _stop(self, mode: StopMode) -> None:
+        if self.state is not MasterState.STOPPING:
+            self.set_state(MasterState.STOPPING)
+            logger.info(
+                "Shutting down: %s stop of %d worker(s)",
+                "fast" if mode is StopMode.FAST else "graceful",
+                len(self.workers),
+            )
+            self._emit("stopping")
+        if mode is StopMode.FAST or self.target.stop is StopMode.NONE:
+            self.target = Target(self.target.workers, self.target.generation, stop=mode)
+
+    def _resize(self, count: int) -> None:
+        if self.state is MasterState.STOPPING or count == self.target.workers:
+            return
+        logger.info("Changing the number of workers from %d to %d", self.target.workers, count)
+        self.target = Target(count, self.target.generation, self.target.reload_from)
+
+    def _reopen_logs(self) -> None:
+        try:
+            from corral.logging import reopen_logs
+
+            reopen_logs()
+        except Exception:
+            logger.exception("Reopening log files failed")
+        for pid in self.workers:
+            send_signal(pid, signal.SIGUSR1)
+        logger.info("Reopened log files")
+
+    def begin_reload(self) -> None:
+        """Start a ready-gated rolling replacement with a new generation."""
+        if self.state is MasterState.STOPPING:
+            return
+        generation = self.next_generation
+        self.next_generation += 1
+        self.set_state(MasterState.RELOADING)
+        # A HUP during a reload supersedes the generation still booting; what must keep
+        # serving if the newest one fails is the generation that served before either.
+        serving = self.target.reload_from
+        if serving is None:
+            serving = self.target.generation
+        self.target = Target(self.target.workers, generation, reload_from=serving)
+        self._emit("reloading")
+
+    # --- workers ---------------------------------------------------------------------
+
+    def _reap(self, now: float) -> None:
+        for pid, status in reap():
+            handle = self.workers.pop(pid, None)
+            if handle is None:
+                logger.debug("Reaped process %d (not a worker): %s", pid, describe_exit(status))
+                continue
+            if handle.channel is not None:
+                self._read_channel(handle)  # last words (FATAL) may still be queued
+                self._unregister(handle)
+            self._on_exit(handle, status, now)
+
+    def _on_exit(self, handle: WorkerHandle, status: int, now: float) -> None:
+        verdict = judge_exit(handle, self.target, self.backoff, self.ever_ready, now)
+        self.backoff = verdict.backoff
+        how = describe_exit(status)
+        if verdict.kind is ExitKind.EXPECTED:
+            logger.info("Worker %d (pid %d) %s", handle.slot, handle.pid, how)
+            return
+        logger.error("Worker %d (pid %d) %s (%s)", handle.slot, handle.pid, how, verdict.kind.value)
+        if verdict.halt is not None:
+            if self.state is not MasterState.STOPPING:
+                logger.error("Application failed to start: no worker ever became ready")
+                self.exit_code = verdict.halt
+                self._stop(StopMode.FAST)
+            return
+        if verdict.abandon_reload and self.target.reload_from is not None:
+            old = self.target.reload_from
+            logger.error(
+                "Generation %d failed to boot; generation %d keeps serving"
+                " (fix the code and send SIGHUP to retry)",
+                self.target.generation,
+                old,
+            )
+            self.target = Target(self.target.workers, old)
+            self.set_state(MasterState.RUNNING)
+            self._emit("reload-failed")
+            return
+        if verdict.delay > 0:
+            logger.warning(
+                "Workers crashed %d times in a row; next start in %.1fs",
+                verdict.backoff.streak,
+                verdict.delay,
+            )
+
+    def _unregister(self, handle: WorkerHandle) -> None:
+        if handle.channel is not None:
+            try:
+                self.selector.unregister(handle.channel)
+            except (KeyError, ValueError):
+                pass
+            handle.close_channel()
+
+    def _read_channel(self, handle: WorkerHandle) -> None:
+        sock = handle.channel
+        if sock is None:
+            return
+        try:
+            data = sock.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._unregister(handle)  # EOF: the process is exiting; SIGCHLD follows
+            return
+        try:
+            messages = handle.decoder.feed(data)
+        except ChannelError as exc:
+            logger.error("%s sent garbage on its channel (%s)", handle.describe(), exc)
+            self._unregister(handle)
+            return
+        now = self.clock()
+        for message in messages:
+            self._on_message(handle, message, now)
+
+    def _on_message(self, handle: WorkerHandle, message: channel.Message, now: float) -> None:
+        if message.kind is Kind.BEAT:
+            handle.last_beat = now
+            handle.requests = message.number
+        elif message.kind is Kind.READY:
+            if handle.state is not WorkerState.BOOTING:
+                return
+            handle.transition(WorkerState.READY)
+            handle.last_beat = now
+            self.ever_ready = True
+            logger.info(
+                "Worker %d (pid %d, generation %d) ready",
+                handle.slot,
+                handle.pid,
+                handle.generation,
+            )
+        elif message.kind is Kind.RETIRING:
+            if handle.retire_reason is None and handle.state is WorkerState.READY:
+                handle.retire_reason = message.arg
+                logger.info("%s reached its %s limit, replacing", handle.describe(), message.arg)
+        elif message.kind is Kind.FATAL:
+            handle.fatal_code = message.number
+        elif message.kind is Kind.BOOTING:
+            logger.debug("%s booting", handle.describe())
+
+    def _supervise(self, now: float) -> float | None:
+        """Apply the policy until it has nothing more to do; returns the next wake-up."""
+        self._sample_memory(now)
+        self._watch_files(now)
+        decision = decide(list(self.workers.values()), self.target, self.limits, self.backoff, now)
+        for _ in range(4):
+            if not decision.actions:
+                break
+            for action in decision.actions:
+                self._apply(action, now)
+            decision = decide(
+                list(self.workers.values()), self.target, self.limits, self.backoff, now
+            )
+        self._check_progress()
+        deadlines = [decision.next_deadline]
+        if self.limits.memory_mib is not None and self.workers:
+            deadlines.append(self._next_sample)
+        if self.watcher is not None and self.state is not MasterState.STOPPING:
+            deadlines.append(self._next_watch)
+        known = [d for d in deadlines if d is not None]
+        return min(known) if known else None
+
+    def _check_progress(self) -> None:
+        if self.state not in (MasterState.STARTING, MasterState.RELOADING):
+            return
+        if reload_complete(list(self.workers.values()), self.target):
+            if self.state is MasterState.RELOADING:
+                logger.info(
+                    "Reload complete: generation %d serving with %d worker(s)",
+                    self.target.generation,
+                    self.target.workers,
+                )
+            self.target = Target(self.target.workers, self.target.generation)
+            self.set_state(MasterState.RUNNING)
+            self._emit("ready")
+
+    def _apply(self, action: Action, now: float) -> None:
+        if isinstance(action, Spawn):
+            self._spawn(action.slot, action.generation, now)
+            return
+        handle = self.workers.get(action.pid)
+        if handle is None:
+            return
+        if isinstance(action, Retire):
+            handle.retire_reason = action.reason
+            logger.warning("%s %s, replacing", handle.describe(), action.reason)
+        elif isinstance(action, Drain):
+            logger.info("Draining %s: %s", handle.describe(), action.reason)
+            handle.transition(WorkerState.DRAINING, now + self.limits.drain)
+            if not (action.restart and self._send(handle, channel.drain(restart=True))):
+                send_signal(handle.pid, signal.SIGTERM)
+        elif isinstance(action, Quit):
+            handle.transition(WorkerState.QUITTING, now + self.limits.fast_stop_grace)
+            send_signal(handle.pid, signal.SIGQUIT)
+        elif isinstance(action, Abort):
+            logger.error(
+                "%s %s: sending SIGABRT (its stack dump follows)", handle.describe(), action.reason
+            )
+            handle.transition(WorkerState.ABORTING, now + self.limits.abort_grace)
+            send_signal(handle.pid, signal.SIGABRT)
+        elif isinstance(action, Kill):
+            logger.error("Killing %s: %s", handle.describe(), action.reason)
+            handle.transition(WorkerState.KILLED)
+            send_signal(handle.pid, signal.SIGKILL)
+
+    def _send(self, handle: WorkerHandle, data: bytes) -> bool:
+        if handle.channel is None:
+            return False
+        try:
+            handle.channel.send(data)
+        except OSError:
+            return False
+        return True
+
+    def _spawn(self, slot: int, generation: int, now: float) -> None:
+        handle = fork_worker(
+            slot,
+            generation,
+            now,
+            self.limits.boot,
+            self._close_in_child,
+            lambda sock: self.entry(sock, slot, generation),
+        )
+        self.workers[handle.pid] = handle
+        if handle.channel is not None:
+            self.selector.register(handle.channel, selectors.EVENT_READ, handle)
+        logger.info("Started worker %d (pid %d, generation %d)", slot, handle.pid, generation)
+
+    def _sample_memory(self, now: float) -> None:
+        if self.limits.memory_mib is None or now < self._next_sample:
+            return
+        self._next_sample = now + memory.SAMPLE_INTERVAL
+        for pid, mib in memory.sample(list(self.workers)).items():
+            handle = self.workers.get(pid)
+            if handle is not None:
+                handle.memory_mib = mib
+
+    def _watch_files(self, now: float) -> None:
+        if self.watcher is None or now < self._next_watch:
+            return
+        self._next_watch = now + self.watcher.interval
+        if self.state is MasterState.STOPPING:
+            return
+        changed = self.watcher.check()
+        if changed:
+            names = ", ".join(str(p) for p in changed[:3])
+            more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+            logger.warning("Detected changes in %s%s. Reloading...", names, more)
+            self.begin_reload()
+
+
+def _worker_entry(config: Config, listeners: list[Listener], app: Any) -> WorkerEntry:
+    def entry(sock: socket.socket, slot: int, generation: int) -> int:
+        from corral.worker.supervised import run_worker
+
+        set_title(f"corral: worker {slot} [{app_title(config.app)}]")
+        return int(run_worker(config, listeners, sock, slot, generation, app))
+
+    return entry
+
+
+def run_master(config: Config, listeners: list[Listener]) -> ExitCode:
+    """Supervise ``config.workers`` workers on ``listeners`` until stopped."""
+    from corral.logging import banner_lines
+
+    app: Any = None
+    if config.preload:
+        from corral.loading import load_app
+
+        try:
+            app = load_app(config)
+        except CorralError as exc:
+            logger.error("%s", exc)
+            return exc.exit_code
+    watcher = None
+    if config.reload:
+        from corral.supervisor.reload import Watcher
+
+        watcher = Watcher(
+            config.reload_dirs,
+            config.reload_includes,
+            config.reload_excludes,
+            config.reload_delay,
+        )
+        logger.info(
+            "Will watch for changes in these directories: %s",
+            [str(d) for d in watcher.dirs],
+        )
+    for line in banner_lines(listeners):
+        logger.info("%s", line)
+    logger.info("Started parent process [%d]", os.getpid())
+    master = Master(config, listeners, _worker_entry(config, listeners, app), watcher=watcher)
+    code = master.run()
+    logger.info("Stopping parent process [%d]", os.getpid())
+    return code

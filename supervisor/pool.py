@@ -1,0 +1,168 @@
+"""Worker processes as the master sees them: handles, forking, reaping, exit descriptions.
+
+A worker is an ``os.fork()`` of the master (never multiprocessing): it inherits the
+listening sockets and, under ``--preload``, the already-imported app, copy-on-write.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from corral.supervisor.policy import WorkerState, check_transition
+from corral.worker.channel import Decoder
+
+logger = logging.getLogger("corral.error")
+
+#: Signals the master handles; a forked worker resets them before doing anything else.
+MASTER_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGUSR1,
+    signal.SIGCHLD,
+)
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    """One live worker process (removed from the pool once reaped)."""
+
+    pid: int
+    slot: int
+    generation: int
+    #: The master's end of the worker's socketpair; None once it hit EOF.
+    channel: socket.socket | None
+    started_at: float
+    deadline: float
+    last_beat: float
+    state: WorkerState = WorkerState.BOOTING
+    retire_reason: str | None = None
+    memory_mib: float | None = None
+    requests: int = 0
+    #: Exit code announced with FATAL before a boot failure.
+    fatal_code: int | None = None
+    decoder: Decoder = field(default_factory=Decoder)
+
+    def transition(self, new: WorkerState, deadline: float | None = None) -> None:
+        """Move to ``new`` (InvalidTransition if the lifecycle forbids it)."""
+        check_transition(self.state, new)
+        self.state = new
+        if deadline is not None:
+            self.deadline = deadline
+
+    def describe(self) -> str:
+        return f"worker {self.slot} (pid {self.pid})"
+
+    def close_channel(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+
+
+def app_title(app: object) -> str:
+    """What the process titles show for APP: the import string, or the object's name."""
+    if isinstance(app, str):
+        return app
+    return getattr(app, "__qualname__", None) or type(app).__name__
+
+
+def set_title(title: str) -> None:
+    """setproctitle when available (it is a dependency; tolerate a broken build)."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:  # pragma: no cover - installed with corral
+        return
+    setproctitle(title)
+
+
+def fork_worker(
+    slot: int,
+    generation: int,
+    now: float,
+    boot_timeout: float,
+    close_in_child: Callable[[], None],
+    entry: Callable[[socket.socket], int],
+) -> WorkerHandle:
+    """Fork one worker. In the child: close the master's private fds, reset signals, run
+    ``entry(channel)`` and ``os._exit`` with its result, never returning into the master."""
+    master_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child; covered by the integration tests
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            for signum in MASTER_SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)
+            master_end.close()
+            close_in_child()
+            code = entry(worker_end)
+        except BaseException:
+            logger.exception("Worker crashed")
+        finally:
+            try:
+                logging.shutdown()
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    worker_end.close()
+    master_end.setblocking(False)
+    return WorkerHandle(
+        pid=pid,
+        slot=slot,
+        generation=generation,
+        channel=master_end,
+        started_at=now,
+        deadline=now + boot_timeout,
+        last_beat=now,
+    )
+
+
+def reap() -> Iterator[tuple[int, int]]:
+    """(pid, wait status) for every child that has exited, without blocking.
+
+    waitpid(-1) also reaps children the master never started: as PID 1 in a container,
+    orphans are re-parented to it and would otherwise stay zombies.
+    """
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for safety
+            continue
+        if pid == 0:
+            return
+        yield pid, status
+
+
+def describe_exit(status: int) -> str:
+    """'exited with code 3', 'killed by SIGKILL', 'exited cleanly'."""
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}"
+    return "exited cleanly" if code == 0 else f"exited with code {code}"
+
+
+def send_signal(pid: int, signum: int) -> bool:
+    """Signal a child; False when it is already gone (exited, not yet reaped)."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
