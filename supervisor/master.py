@@ -469,6 +469,7 @@ class Master:
             self.limits.boot,
             self._close_in_child,
             lambda sock: self.entry(sock, slot, generation),
+            title=f"corral: worker {slot} [{app_title(self.config.app)}]",
         )
         self.workers[handle.pid] = handle
         if handle.channel is not None:
@@ -502,7 +503,6 @@ def _worker_entry(config: Config, listeners: list[Listener], app: Any) -> Worker
     def entry(sock: socket.socket, slot: int, generation: int) -> int:
         from corral.worker.supervised import run_worker
 
-        set_title(f"corral: worker {slot} [{app_title(config.app)}]")
         return int(run_worker(config, listeners, sock, slot, generation, app))
 
     return entry

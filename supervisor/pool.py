@@ -91,6 +91,7 @@ def fork_worker(
     boot_timeout: float,
     close_in_child: Callable[[], None],
     entry: Callable[[socket.socket], int],
+    title: str = "",
 ) -> WorkerHandle:
     """Fork one worker. In the child: close the master's private fds, reset signals, run
     ``entry(channel)`` and ``os._exit`` with its result, never returning into the master."""
@@ -106,6 +107,8 @@ def fork_worker(
                 signal.signal(signum, signal.SIG_DFL)
             master_end.close()
             close_in_child()
+            if title:
+                set_title(title)
             code = entry(worker_end)
         except BaseException:
             logger.exception("Worker crashed")

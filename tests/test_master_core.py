@@ -1,0 +1,129 @@
+"""The real Master with real fork and signals, driving fake workers (no HTTP).
+
+Each test runs ``python -m tests.master_apps SCENARIO N ...`` in a subprocess and waits on
+log lines and process state against deadlines.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.master_apps import Running, title, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def run_fake(tmp_path: Path) -> Iterator[Any]:
+    started: list[Running] = []
+
+    def start(
+        scenario: str, workers: int, *settings: str, env: dict[str, str] | None = None
+    ) -> Running:
+        args = [sys.executable, "-m", "tests.master_apps", scenario, str(workers), *settings]
+        proc = Running(args, str(tmp_path / f"master{len(started)}.log"), cwd=ROOT, env=env or {})
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+from typing import Any  # noqa: E402
+
+
+def test_workers_start_with_titles_and_stop_on_term(run_fake: Any) -> None:
+    """Three workers boot with process titles; TERM drains them and the master exits 0."""
+    m = run_fake("ok", 3)
+    m.wait_log("ready", count=3)
+    kids = m.children()
+    assert len(kids) == 3
+    assert "corral: master [tests.master_apps:app]" in title(m.pid)
+    assert sorted(title(k) for k in kids) == [
+        f"corral: worker {n} [tests.master_apps:app]" for n in (1, 2, 3)
+    ]
+    m.signal(signal.SIGTERM)
+    assert m.wait(15) == 0
+    for kid in kids:
+        assert not os.path.exists(f"/proc/{kid}") or "Z" in open(f"/proc/{kid}/stat").read()
+
+
+def test_kill9_worker_is_respawned(run_fake: Any) -> None:
+    """A worker killed with SIGKILL is reaped, logged with its signal, and replaced."""
+    m = run_fake("ok", 2)
+    m.wait_log("ready", count=2)
+    victim = m.children()[0]
+    os.kill(victim, signal.SIGKILL)
+    log = m.wait_log("ready", count=3)
+    assert f"(pid {victim}) killed by SIGKILL (crash)" in log
+    wait_until(lambda: len(m.children()) == 2 and victim not in m.children(), 10)
+
+
+def test_hung_worker_is_aborted_and_replaced(run_fake: Any) -> None:
+    """A worker that stops beating gets SIGABRT after the health-check timeout, then a successor."""
+    m = run_fake("hang", 2, "timeout_worker_healthcheck=1")
+    log = m.wait_log("sending SIGABRT", timeout=10)
+    assert "no heartbeat" in log
+    log = m.wait_log("ready", count=3, timeout=10)
+    m.wait_log("killed by SIG", timeout=10)
+
+
+def test_boot_failure_before_ready_exits_3_once(run_fake: Any) -> None:
+    """Workers that never become READY make the master exit 3, after one attempt."""
+    m = run_fake("fail", 4)
+    assert m.wait(15) == 3
+    log = m.log()
+    assert log.count("Started worker") == 1
+    assert log.count("Application failed to start") == 1
+
+
+def test_failed_reload_keeps_old_generation_and_retry_works(run_fake: Any, tmp_path: Path) -> None:
+    """HUP with a failing new generation keeps the old workers; a later HUP succeeds."""
+    fail = tmp_path / "fail"
+    m = run_fake("ok", 2, env={"FAKE_FAIL_FILE": str(fail)})
+    m.wait_log("ready", count=2)
+    old = sorted(m.children())
+    fail.touch()
+    m.signal(signal.SIGHUP)
+    log = m.wait_log("failed to boot; generation 1 keeps serving")
+    assert sorted(m.children()) == old
+    assert log.count("Started worker") == 3  # one canary only
+    fail.unlink()
+    m.signal(signal.SIGHUP)
+    m.wait_log("Reload complete: generation 3")
+    wait_until(lambda: not set(m.children()) & set(old), 10, "old workers gone")
+    assert len(m.children()) == 2
+
+
+def test_ttin_ttou(run_fake: Any) -> None:
+    """TTIN adds a worker, TTOU removes one, never below one."""
+    m = run_fake("ok", 1)
+    m.wait_log("ready", count=1)
+    m.signal(signal.SIGTTIN)
+    m.wait_log("ready", count=2)
+    wait_until(lambda: len(m.children()) == 2, 10)
+    m.signal(signal.SIGTTOU)
+    wait_until(lambda: len(m.children()) == 1, 10)
+    m.signal(signal.SIGTTOU)
+    m.wait_log("Started worker", count=2)
+    assert len(m.children()) == 1
+
+
+def test_master_sigkill_orphans_exit(run_fake: Any) -> None:
+    """When the master dies, the workers see channel EOF and exit by themselves."""
+    import psutil
+
+    m = run_fake("ok", 2)
+    m.wait_log("ready", count=2)
+    kids = [psutil.Process(k) for k in m.children()]
+    m.signal(signal.SIGKILL)
+    m.wait(10)
+    _, alive = psutil.wait_procs(kids, timeout=10)
+    assert alive == []
