@@ -1,0 +1,460 @@
+"""WebSocket connections over real sockets, driven by the ``websockets`` client and raw sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from corral.config import Config
+from corral.worker import websocket
+from corral.worker.state import ServerState, ShutdownReason
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.ws_apps import Recorder
+
+LOOPS = ["asyncio", "uvloop"]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Poll ``condition`` until it is truthy; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(0.005)
+
+
+class _HeadReader(asyncio.Protocol):
+    """Stand-in for the HTTP protocol: reads one request head, then hands off to upgrade()."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        head, sep, trailing = self.buffer.partition(b"\r\n\r\n")
+        if not sep:
+            return
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, version = lines[0].split(" ")
+        path, _, query = target.partition("?")
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers.append((name.strip().lower().encode(), value.strip().encode("latin-1")))
+        assert self.transport is not None
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": version.split("/")[1],
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
+            "headers": headers,
+            "client": self.transport.get_extra_info("peername")[:2],
+            "server": self.transport.get_extra_info("sockname")[:2],
+            "state": {},
+        }
+        websocket.upgrade(self.state, self.transport, scope, trailing)
+
+
+class Harness:
+    """A server thread with its own loop, accepting upgrades through :class:`_HeadReader`."""
+
+    def __init__(self, app: Any, loop_name: str, **settings: Any) -> None:
+        self.state = ServerState(Config(**settings), app)
+        if loop_name == "uvloop":
+            import uvloop
+
+            self.loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        else:
+            self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self.thread.start()
+        ready.wait(10)
+        self.url = f"ws://127.0.0.1:{self.port}"
+
+    def _run(self, ready: threading.Event) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        server = loop.run_until_complete(
+            loop.create_server(lambda: _HeadReader(self.state), "127.0.0.1", 0)
+        )
+        self.port = server.sockets[0].getsockname()[1]
+        ready.set()
+        loop.run_forever()
+        server.close()
+        for conn in list(self.state.connections):
+            conn.transport.abort()  # type: ignore[attr-defined]
+        loop.run_until_complete(asyncio.sleep(0))
+        for task in list(self.state.tasks):
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*self.state.tasks, return_exceptions=True))
+        loop.close()
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the server loop and return its result."""
+        done = threading.Event()
+        box: list[Any] = []
+
+        def run() -> None:
+            box.append(fn())
+            done.set()
+
+        self.loop.call_soon_threadsafe(run)
+        assert done.wait(10)
+        return box[0]
+
+    def connections(self) -> list[websocket.WebSocketConnection]:
+        return self.call(lambda: [c for c in self.state.connections])  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(params=LOOPS)
+def serve(request: pytest.FixtureRequest) -> Iterator[Callable[..., Harness]]:
+    """Start a WebSocket server for the app and settings given; stopped after the test."""
+    started: list[Harness] = []
+
+    def start(app: Any, **settings: Any) -> Harness:
+        harness = Harness(app, request.param, **settings)
+        started.append(harness)
+        return harness
+
+    yield start
+    for harness in started:
+        harness.stop()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+# --- raw-socket helpers ------------------------------------------------------------------
+def handshake_bytes(path: str = "/", **overrides: str | None) -> bytes:
+    headers = {
+        "Host": "localhost",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Version": "13",
+    }
+    method = overrides.pop("method", None) or "GET"
+    for name, value in overrides.items():
+        key = name.replace("_", "-")
+        if value is None:
+            headers.pop(key, None)
+        else:
+            headers[key] = value
+    lines = [f"{method} {path} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """A masked client frame."""
+    mask = os.urandom(4)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+class RawClient:
+    """A blocking socket speaking just enough WebSocket to misbehave on purpose."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buffer = b""
+
+    def request(self, data: bytes) -> tuple[int, bytes]:
+        """Send a handshake; return the status and the head."""
+        self.sock.sendall(data)
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            self.buffer += chunk
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        return int(head.split(b" ")[1]), head
+
+    def read_exact(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def read_frame(self) -> tuple[int, bytes]:
+        b1, b2 = self.read_exact(2)
+        n = b2 & 0x7F
+        if n == 126:
+            (n,) = struct.unpack("!H", self.read_exact(2))
+        elif n == 127:
+            (n,) = struct.unpack("!Q", self.read_exact(8))
+        return b1 & 0x0F, self.read_exact(n)
+
+    def read_close(self) -> int:
+        """Skip frames until a close frame; return its code."""
+        while True:
+            opcode, payload = self.read_frame()
+            if opcode == 8:
+                return int(struct.unpack("!H", payload[:2])[0]) if payload else 1005
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# --- the happy path ------------------------------------------------------------------------
+def test_echo_text_and_binary(serve: Callable[..., Harness]) -> None:
+    """Text and binary messages are echoed with their type."""
+    server = serve(Recorder())
+
+    async def scenario() -> None:
+        async with connect(server.url + "/echo") as ws:
+            await ws.send("hello ☃")
+            assert await ws.recv() == "hello ☃"
+            await ws.send(b"\x00\x01\xff")
+            assert await ws.recv() == b"\x00\x01\xff"
+            await ws.send("")
+            assert await ws.recv() == ""
+
+    run(scenario())
+
+
+def test_scope(serve: Callable[..., Harness]) -> None:
+    """The websocket scope follows ASGI 2.4: ws scheme, path, query, subprotocols, extensions."""
+    import json
+
+    server = serve(Recorder())
+
+    async def scenario() -> dict[str, Any]:
+        async with connect(server.url + "/scope?a=1&b=%20", subprotocols=["p1", "p2"]) as ws:
+            return json.loads(await ws.recv())  # type: ignore[no-any-return]
+
+    scope = run(scenario())
+    assert scope["type"] == "websocket"
+    assert scope["scheme"] == "ws"
+    assert scope["path"] == "/scope"
+    assert scope["query_string"] == "a=1&b=%20"
+    assert scope["subprotocols"] == ["p1", "p2"]
+    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+    assert scope["extensions"] == {"websocket.http.response": {}}
+    assert scope["has_state"]
+    assert scope["client"][0] == "127.0.0.1"
+    assert "method" not in scope
+
+
+def test_subprotocol_negotiation(serve: Callable[..., Harness]) -> None:
+    """The subprotocol chosen in websocket.accept is the one the client gets."""
+    server = serve(Recorder())
+
+    async def scenario() -> str | None:
+        async with connect(server.url + "/subprotocol", subprotocols=["a", "b"]) as ws:
+            return ws.subprotocol
+
+    assert run(scenario()) == "b"
+
+
+def test_accept_headers(serve: Callable[..., Harness]) -> None:
+    """Extra headers in websocket.accept reach the 101 response, with Server and Date."""
+    server = serve(Recorder())
+
+    async def scenario() -> Any:
+        async with connect(server.url + "/headers") as ws:
+            assert ws.response is not None
+            return ws.response.headers
+
+    headers = run(scenario())
+    assert headers["x-corral-test"] == "yes"
+    assert headers["set-cookie"] == "a=1"
+    assert headers["server"] == "corral"
+    assert "date" in headers
+
+
+# --- denial --------------------------------------------------------------------------------
+def test_close_before_accept_is_403(serve: Callable[..., Harness]) -> None:
+    """websocket.close before accept answers HTTP 403; the app then sees a disconnect."""
+    app = Recorder()
+    server = serve(app)
+
+    async def scenario() -> int:
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(server.url + "/deny"):
+                pass
+        return info.value.response.status_code
+
+    assert run(scenario()) == 403
+    (message,) = wait_for(lambda: app.seen("after_deny"))
+    assert message["type"] == "websocket.disconnect"
+
+
+def test_denial_response_extension(serve: Callable[..., Harness]) -> None:
+    """websocket.http.response.* sends the app's own status, headers and streamed body."""
+    server = serve(Recorder())
+
+    async def scenario() -> Any:
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(server.url + "/custom-deny"):
+                pass
+        return info.value.response
+
+    response = run(scenario())
+    assert response.status_code == 401
+    assert response.headers["x-why"] == "token"
+    assert response.headers["content-length"] == "8"
+    assert response.body == b"no entry"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "status"),
+    [
+        ({"Sec_WebSocket_Version": "8"}, 426),
+        ({"Sec_WebSocket_Key": None}, 400),
+        ({"Sec_WebSocket_Key": "not-base64!"}, 400),
+        ({"Sec_WebSocket_Key": base64.b64encode(b"short").decode()}, 400),
+        ({"method": "POST"}, 405),
+    ],
+)
+def test_invalid_handshake_never_reaches_app(
+    serve: Callable[..., Harness], overrides: dict[str, str | None], status: int
+) -> None:
+    """A handshake that is invalid on its own gets its 4xx without calling the app."""
+    app = Recorder()
+    server = serve(app)
+    client = RawClient(server.port)
+    try:
+        code, head = client.request(handshake_bytes("/echo", **overrides))
+    finally:
+        client.close()
+    assert code == status
+    if status == 426:
+        assert b"Sec-WebSocket-Version: 13" in head
+    assert app.calls == 0
+
+
+# --- closing -------------------------------------------------------------------------------
+def test_server_close_code_and_reason(serve: Callable[..., Harness]) -> None:
+    """The app's websocket.close code and reason reach the client; the app sees the echo."""
+    app = Recorder()
+    server = serve(app)
+
+    async def scenario() -> tuple[int | None, str | None]:
+        async with connect(server.url + "/close?code=4001&reason=bye") as ws:
+            await ws.send("go")
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            return ws.close_code, ws.close_reason
+
+    assert run(scenario()) == (4001, "bye")
+    (message,) = wait_for(lambda: app.seen("disconnect"))
+    assert message["code"] == 4001
+
+
+def test_client_close_code_and_reason(serve: Callable[..., Harness]) -> None:
+    """The client's close code and reason arrive in websocket.disconnect."""
+    app = Recorder()
+    server = serve(app)
+
+    async def scenario() -> None:
+        async with connect(server.url + "/silent") as ws:
+            await ws.close(4321, "client done")
+
+    run(scenario())
+    (message,) = wait_for(lambda: app.seen("disconnect"))
+    assert message == {"type": "websocket.disconnect", "code": 4321, "reason": "client done"}
+
+
+def test_disconnect_mid_message(serve: Callable[..., Harness]) -> None:
+    """A peer vanishing in the middle of a fragmented message gives the app code 1006."""
+    app = Recorder()
+    server = serve(app)
+    client = RawClient(server.port)
+    assert client.request(handshake_bytes("/silent"))[0] == 101
+    client.sock.sendall(frame(0x1, b"first half", fin=False))
+    client.close()
+    (message,) = wait_for(lambda: app.seen("disconnect"))
+    assert message["code"] == 1006
+    assert app.seen("received") == []
+
+
+def test_app_exception_before_accept_is_500(serve: Callable[..., Harness]) -> None:
+    """An app failing before accept answers 500."""
+    server = serve(Recorder())
+
+    async def scenario() -> int:
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(server.url + "/crash"):
+                pass
+        return info.value.response.status_code
+
+    assert run(scenario()) == 500
+
+
+def test_app_exception_after_accept_closes_1011(serve: Callable[..., Harness]) -> None:
+    """An app failing on an open WebSocket closes it with 1011."""
+    server = serve(Recorder())
+
+    async def scenario() -> int | None:
+        async with connect(server.url + "/crash?when=open") as ws:
+            await ws.send("x")
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            return ws.close_code
+
+    assert run(scenario()) == 1011
+
+
+@pytest.mark.parametrize(
+    ("reason", "code"), [(ShutdownReason.STOP, 1001), (ShutdownReason.RESTART, 1012)]
+)
+def test_shutdown_closes_with_reason_code(
+    serve: Callable[..., Harness], reason: ShutdownReason, code: int
+) -> None:
+    """At the drain deadline open WebSockets close with 1001 (stop) or 1012 (restart)."""
+    app = Recorder()
+    server = serve(app)
+
+    async def scenario() -> int | None:
+        async with connect(server.url + "/silent") as ws:
+            conns = server.connections()
+            server.call(lambda: [c.start_drain() for c in conns])
+            server.call(lambda: [c.shutdown_now(reason) for c in conns])
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            return ws.close_code
+
+    assert run(scenario()) == code
+    (message,) = wait_for(lambda: app.seen("disconnect"))
+    assert message["code"] == code
+    wait_for(lambda: not server.connections())

@@ -1,0 +1,521 @@
+"""WebSocket connections: the asyncio side of websockets' sans-I/O ServerProtocol.
+
+``upgrade()`` takes a connection over from the HTTP protocol once it has parsed an upgrade
+request. The handshake is validated before the app hears of it; the app's first message
+decides the answer (101, 403 or its own response). From then on frames flow between the
+protocol object and ``websocket.receive`` / ``websocket.send``, with corral's own ping and
+close timers and flow control in both directions:
+
+- inbound messages queue up to ``--ws-max-queue``, then reading pauses until the app
+  receives (a read chunk already taken from the socket is still parsed, so the queue can
+  briefly exceed the limit by what one chunk holds);
+- ``send()`` waits while the transport is over its high-water mark, and reading pauses too,
+  so pongs to a flood of pings cannot pile up either; a peer that is gone fails it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import logging
+import struct
+from typing import Any
+
+from corral.worker import ws_handshake
+from corral.worker.asgi import Message
+from corral.worker.state import ServerState, ShutdownReason
+from corral.worker.ws_messages import MessageAssembler
+from websockets.exceptions import ProtocolError
+from websockets.frames import BINARY, CLOSE, CONT, PONG, TEXT, CloseCode, Frame
+from websockets.http11 import Response
+from websockets.server import ServerProtocol
+
+logger = logging.getLogger("corral.error")
+
+#: Seconds the peer has to answer our close frame, and then to close TCP, before corral
+#: drops the connection (websockets' default; long enough for a congested mobile link).
+CLOSE_TIMEOUT = 10.0
+#: Bytes buffered from a client that sends before the app has accepted, before reading pauses.
+HANDSHAKE_BUFFER_LIMIT = 64 * 1024
+
+# Reasons reading is paused; reading resumes only when none is left.
+_PAUSE_QUEUE = 1  # the app has ws_max_queue messages it has not received yet
+_PAUSE_WRITE = 2  # the transport is over its write high-water mark
+_PAUSE_HANDSHAKE = 4  # bytes before accept past HANDSHAKE_BUFFER_LIMIT
+
+
+class ClientDisconnected(OSError):
+    """``send()`` on a WebSocket whose peer has gone or that is already closing."""
+
+
+class Phase(enum.Enum):
+    """Where a WebSocket connection is in its life."""
+
+    HANDSHAKE = "handshake"  # waiting for the app: accept, close or its own response
+    RESPONDING = "responding"  # the app is sending a denial response
+    OPEN = "open"
+    CLOSING = "closing"  # a close frame was sent or received; TCP not closed yet
+    CLOSED = "closed"
+
+
+class InvalidTransition(RuntimeError):
+    """A connection was asked to move between phases in a way the protocol forbids."""
+
+
+_ALLOWED: dict[Phase, frozenset[Phase]] = {
+    Phase.HANDSHAKE: frozenset({Phase.OPEN, Phase.RESPONDING, Phase.CLOSED}),
+    Phase.RESPONDING: frozenset({Phase.CLOSED}),
+    Phase.OPEN: frozenset({Phase.CLOSING, Phase.CLOSED}),
+    Phase.CLOSING: frozenset({Phase.CLOSED}),
+    Phase.CLOSED: frozenset(),
+}
+
+
+def upgrade(
+    state: ServerState, transport: asyncio.Transport, scope: dict[str, Any], trailing: bytes
+) -> None:
+    """Take over ``transport`` after the HTTP protocol parsed a WebSocket upgrade request.
+
+    ``scope`` is that request's complete HTTP scope and ``trailing`` the bytes received after
+    its head. From here on this connection belongs to the WebSocket protocol; the caller must
+    forget the transport (not close it) and leave ``state.connections``.
+    """
+    config = state.config
+    ws, template = ws_handshake.validate(scope, config, ws_handshake.extension_factories(config))
+    connection = WebSocketConnection(state, transport, scope, ws, template)
+    transport.set_protocol(connection)
+    if template.status_code != 101:
+        connection.reject(template)
+        return
+    connection.start(trailing)
+
+
+class WebSocketConnection(asyncio.Protocol):
+    """One upgraded connection: transport callbacks, ASGI receive/send, timers."""
+
+    def __init__(
+        self,
+        state: ServerState,
+        transport: asyncio.Transport,
+        http_scope: dict[str, Any],
+        ws: ServerProtocol,
+        template: Response,
+    ) -> None:
+        config = state.config
+        self.server_state = state
+        self.transport = transport
+        self.ws = ws
+        self.phase = Phase.HANDSHAKE
+        self.scope = http_scope  # replaced by the websocket scope in start()
+        self.task: asyncio.Task[None] | None = None
+        self.draining = False
+        self._loop = asyncio.get_running_loop()
+        self._template = template
+        self._assembler = MessageAssembler()
+        self._inbox: collections.deque[dict[str, Any]] = collections.deque()
+        self._inbox_waiter: asyncio.Future[None] | None = None
+        self._max_queue = config.ws_max_queue
+        self._final: dict[str, Any] | None = None  # the websocket.disconnect, once queued
+        self._pending: bytearray | None = bytearray()  # bytes received before accept
+        self._denial: tuple[Any, Any, list[bytes]] | None = None
+        self._paused = 0
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._lost = False
+        self._ping_interval = config.ws_ping_interval or 0.0
+        self._ping_timeout = config.ws_ping_timeout or 0.0
+        self._ping_handle: asyncio.TimerHandle | None = None
+        self._pong_handle: asyncio.TimerHandle | None = None
+        self._ping_payload: bytes | None = None
+        self._ping_count = 0
+        self._close_handle: asyncio.TimerHandle | None = None
+
+    # --- life cycle ----------------------------------------------------------------------
+    def _move(self, phase: Phase) -> None:
+        if phase not in _ALLOWED[self.phase]:
+            raise InvalidTransition(f"WebSocket cannot go from {self.phase.name} to {phase.name}")
+        self.phase = phase
+
+    def reject(self, response: Response) -> None:
+        """Answer an invalid handshake without involving the app, and close."""
+        self._log_request(response.status_code)
+        self.transport.write(response.serialize())
+        self._move(Phase.CLOSED)
+        self.transport.close()
+
+    def start(self, trailing: bytes) -> None:
+        """Register the connection and run the app; bytes already received wait for accept."""
+        self.scope = ws_handshake.websocket_scope(self.scope)
+        if trailing:
+            self._hold(trailing)
+        if not self.transport.is_reading() and not self._paused:
+            self.transport.resume_reading()
+        state = self.server_state
+        state.connections.add(self)
+        self._inbox.append({"type": "websocket.connect"})
+        self.task = task = self._loop.create_task(self._run_app())
+        state.track_task(task)
+
+    async def _run_app(self) -> None:
+        app = self.server_state.app
+        if app is None:
+            raise RuntimeError("the serving state has no app")
+        try:
+            await app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            self._app_finished("")
+        except asyncio.CancelledError:
+            self._abort()
+            raise
+        except Exception:
+            logger.error("Exception in ASGI application\n", exc_info=True)
+            self._app_finished("failed")
+        else:
+            self._app_finished("returned")
+
+    def _app_finished(self, how: str) -> None:
+        """Settle the connection the app left: 500 before accept, close after it."""
+        phase = self.phase
+        if phase is Phase.HANDSHAKE:
+            if how == "returned":
+                logger.error("ASGI callable returned without sending handshake.")
+            self._respond(ws_handshake.plain_response(500, self._defaults()), 500)
+        elif phase is Phase.RESPONDING:
+            if how == "returned":
+                logger.error("ASGI callable returned without completing its denial response.")
+            self._abort()
+        elif phase is Phase.OPEN:
+            self._start_close(CloseCode.INTERNAL_ERROR if how == "failed" else 1000, "")
+
+    # --- ConnectionProtocol ----------------------------------------------------------------
+    def start_drain(self) -> None:
+        """Nothing to do until the drain deadline: a WebSocket has no request boundary."""
+        self.draining = True
+
+    def shutdown_now(self, reason: ShutdownReason) -> None:
+        """The drain deadline arrived: close with 1001 (stop) or 1012 (restart)."""
+        code = reason.ws_close_code
+        phase = self.phase
+        if phase is Phase.OPEN:
+            self._start_close(code, "")
+            self._queue_disconnect(code, "")
+        elif phase is Phase.HANDSHAKE:
+            self._respond(ws_handshake.plain_response(503, self._defaults()), 503)
+        elif phase is Phase.RESPONDING:
+            self._abort()
+
+    # --- asyncio.Protocol ------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        phase = self.phase
+        if phase is not Phase.OPEN and phase is not Phase.CLOSING:
+            if phase is not Phase.CLOSED:
+                self._hold(data)
+            return
+        ws = self.ws
+        ws.receive_data(data)
+        events = ws.events_received()
+        if events:
+            self._handle(events)
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        if self.phase is Phase.OPEN or self.phase is Phase.CLOSING:
+            self.ws.receive_eof()
+            self._flush()
+        return None  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        accepted = self.phase is Phase.OPEN or self.phase is Phase.CLOSING
+        if self.phase is not Phase.CLOSED:
+            self._move(Phase.CLOSED)
+        self._cancel_timers()
+        if self._close_handle is not None:
+            self._close_handle.cancel()
+            self._close_handle = None
+        self._queue_disconnect(CloseCode.ABNORMAL_CLOSURE, "")
+        self._wake_writers()
+        self.server_state.connections.discard(self)
+        self.server_state.notify_change()
+        if accepted:
+            logger.info("connection closed")
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._pause(_PAUSE_WRITE)
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._resume(_PAUSE_WRITE)
+        self._wake_writers()
+
+    # --- ASGI ------------------------------------------------------------------------------
+    async def receive(self) -> dict[str, Any]:
+        """The next message for the app: connect, receive..., then disconnect (repeated)."""
+        inbox = self._inbox
+        while not inbox:
+            if self._final is not None:
+                return self._final
+            waiter = self._inbox_waiter
+            if waiter is None or waiter.done():
+                waiter = self._inbox_waiter = self._loop.create_future()
+            await waiter
+        message = inbox.popleft()
+        if self._paused & _PAUSE_QUEUE and len(inbox) < self._max_queue:
+            self._resume(_PAUSE_QUEUE)
+        return message
+
+    async def send(self, message: Message) -> None:
+        """Carry out one app message; raises ClientDisconnected once the peer is gone."""
+        kind = message["type"]
+        if self.phase is Phase.OPEN:
+            if kind == "websocket.send":
+                if self._write_paused:
+                    await self._writable()
+                    if self.phase is not Phase.OPEN:
+                        raise ClientDisconnected("WebSocket closed while waiting to send")
+                text = message.get("text")
+                if text is not None:
+                    self.ws.send_text(text.encode())
+                else:
+                    data = message.get("bytes")
+                    if data is None:
+                        raise RuntimeError("websocket.send needs 'text' or 'bytes'")
+                    self.ws.send_binary(data)
+                self._flush()
+            elif kind == "websocket.close":
+                self._start_close(message.get("code") or 1000, message.get("reason") or "")
+            else:
+                raise RuntimeError(f"Unexpected ASGI message {kind!r} on an open WebSocket")
+        elif self.phase is Phase.HANDSHAKE:
+            self._handshake_message(kind, message)
+        elif self.phase is Phase.RESPONDING:
+            if kind != "websocket.http.response.body":
+                raise RuntimeError(f"Expected 'websocket.http.response.body', got {kind!r}")
+            self._denial_body(message)
+        elif kind == "websocket.close":
+            return  # already closing or closed: closing again is a no-op
+        elif kind in ("websocket.send", "websocket.accept") or kind.startswith("websocket.http"):
+            raise ClientDisconnected(f"WebSocket is {self.phase.value}; cannot send {kind!r}")
+        else:
+            raise RuntimeError(f"Unexpected ASGI message {kind!r}")
+
+    def _handshake_message(self, kind: str, message: Message) -> None:
+        if kind == "websocket.accept":
+            self._accept(message)
+        elif kind == "websocket.close":
+            self._respond(ws_handshake.plain_response(403, self._defaults()), 403)
+        elif kind == "websocket.http.response.start":
+            self._denial = (message.get("status"), message.get("headers") or (), [])
+            self._move(Phase.RESPONDING)
+        else:
+            raise RuntimeError(
+                "Expected 'websocket.accept', 'websocket.close' or"
+                f" 'websocket.http.response.start' before the handshake, got {kind!r}"
+            )
+
+    def _accept(self, message: Message) -> None:
+        head = ws_handshake.accept_response(self._template, message, self._defaults())
+        self.transport.write(head)
+        self._move(Phase.OPEN)
+        self._log_request(None)
+        logger.info("connection open")
+        pending, self._pending = self._pending, None
+        self._resume(_PAUSE_HANDSHAKE)
+        if self._ping_interval > 0:
+            self._ping_handle = self._loop.call_later(self._ping_interval, self._ping)
+        if pending:
+            self.data_received(bytes(pending))
+
+    def _denial_body(self, message: Message) -> None:
+        assert self._denial is not None
+        status, headers, chunks = self._denial
+        chunks.append(bytes(message.get("body") or b""))
+        if message.get("more_body"):
+            return
+        response = ws_handshake.denial_response(status, headers, b"".join(chunks), self._defaults())
+        self._respond(response, status)
+
+    def _respond(self, response: bytes, status: int) -> None:
+        """Send a final HTTP answer to the handshake and close the connection."""
+        if self._lost:
+            raise ClientDisconnected("the client went away during the handshake")
+        self._log_request(status)
+        self.transport.write(response)
+        self._move(Phase.CLOSED)
+        self.transport.close()
+        self._queue_disconnect(CloseCode.ABNORMAL_CLOSURE, "")
+
+    # --- frames ----------------------------------------------------------------------------
+    def _handle(self, events: list[Any]) -> None:
+        assembler = self._assembler
+        for frame in events:
+            opcode = frame.opcode
+            if opcode is TEXT or opcode is BINARY or opcode is CONT:
+                try:
+                    message = assembler.feed(frame)
+                except UnicodeDecodeError as exc:
+                    self.ws.fail(CloseCode.INVALID_DATA, f"invalid UTF-8 at {exc.start}")
+                    return
+                if message is not None and self._final is None:
+                    inbox = self._inbox
+                    inbox.append(message)
+                    waiter = self._inbox_waiter
+                    if waiter is not None:
+                        self._inbox_waiter = None
+                        if not waiter.done():
+                            waiter.set_result(None)
+                    if len(inbox) >= self._max_queue:
+                        self._pause(_PAUSE_QUEUE)
+            elif opcode is CLOSE:
+                received = self.ws.close_rcvd
+                if self.phase is Phase.OPEN:
+                    self._move(Phase.CLOSING)
+                if received is not None:
+                    self._queue_disconnect(received.code, received.reason)
+            elif opcode is PONG:
+                self._pong(frame)
+
+    def _flush(self) -> None:
+        for data in self.ws.data_to_send():
+            if data:
+                self.transport.write(data)
+            else:
+                self._end_stream()
+
+    def _end_stream(self) -> None:
+        """The protocol is done with the stream: half-close, then wait for the peer's FIN."""
+        if self.phase is Phase.OPEN:
+            self._move(Phase.CLOSING)
+        ws = self.ws
+        close = ws.close_rcvd or ws.close_sent
+        if close is not None:
+            self._queue_disconnect(close.code, close.reason)
+        else:
+            self._queue_disconnect(CloseCode.ABNORMAL_CLOSURE, "")
+        self._cancel_timers()
+        if self.transport.can_write_eof() and not self.transport.is_closing():
+            self.transport.write_eof()
+        else:
+            self.transport.close()
+        self._arm_close_timer()
+
+    def _start_close(self, code: int, reason: str) -> None:
+        try:
+            self.ws.send_close(code, reason)
+        except ProtocolError as exc:
+            raise RuntimeError(f"invalid websocket.close ({code}, {reason!r}): {exc}") from None
+        self._move(Phase.CLOSING)
+        self._cancel_timers()
+        self._flush()
+        self._arm_close_timer()
+
+    def _arm_close_timer(self) -> None:
+        if self._close_handle is None and not self._lost:
+            self._close_handle = self._loop.call_later(CLOSE_TIMEOUT, self._abort)
+
+    def _abort(self) -> None:
+        if not self._lost:
+            self.transport.abort()
+
+    # --- keepalive -------------------------------------------------------------------------
+    def _ping(self) -> None:
+        self._ping_handle = None
+        if self.phase is not Phase.OPEN:
+            return
+        self._ping_count += 1
+        payload = struct.pack("!I", self._ping_count)
+        self.ws.send_ping(payload)
+        self._flush()
+        if self._ping_timeout > 0:
+            self._ping_payload = payload
+            self._pong_handle = self._loop.call_later(self._ping_timeout, self._ping_timed_out)
+        else:
+            self._ping_handle = self._loop.call_later(self._ping_interval, self._ping)
+
+    def _pong(self, frame: Frame) -> None:
+        if self._ping_payload is None or frame.data != self._ping_payload:
+            return  # unsolicited, or the answer to an older ping
+        self._ping_payload = None
+        if self._pong_handle is not None:
+            self._pong_handle.cancel()
+            self._pong_handle = None
+        self._ping_handle = self._loop.call_later(self._ping_interval, self._ping)
+
+    def _ping_timed_out(self) -> None:
+        self._pong_handle = None
+        if self.phase is Phase.OPEN:
+            logger.info("WebSocket keepalive ping timed out; closing %s", self._client())
+            self.ws.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            self._flush()
+
+    def _cancel_timers(self) -> None:
+        for handle in (self._ping_handle, self._pong_handle):
+            if handle is not None:
+                handle.cancel()
+        self._ping_handle = self._pong_handle = None
+
+    # --- flow control ----------------------------------------------------------------------
+    def _hold(self, data: bytes) -> None:
+        pending = self._pending
+        if pending is None:
+            return
+        pending += data
+        if len(pending) > HANDSHAKE_BUFFER_LIMIT:
+            self._pause(_PAUSE_HANDSHAKE)
+
+    def _pause(self, reason: int) -> None:
+        if not self._paused and not self._lost:
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if self._paused & reason:
+            self._paused &= ~reason
+            if not self._paused and not self._lost and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    async def _writable(self) -> None:
+        while self._write_paused and not self._lost:
+            waiter = self._drain_waiter
+            if waiter is None or waiter.done():
+                waiter = self._drain_waiter = self._loop.create_future()
+            await waiter
+
+    def _wake_writers(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _queue_disconnect(self, code: int, reason: str) -> None:
+        """Tell the app the connection is over; only the first call counts."""
+        if self._final is not None:
+            return
+        self._final = final = {"type": "websocket.disconnect", "code": int(code), "reason": reason}
+        self._inbox.append(final)
+        waiter = self._inbox_waiter
+        if waiter is not None:
+            self._inbox_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        self._resume(_PAUSE_QUEUE)
+        self._wake_writers()
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _defaults(self) -> list[tuple[bytes, bytes]]:
+        return self.server_state.default_headers()
+
+    def _client(self) -> str:
+        client = self.scope.get("client")
+        return f"{client[0]}:{client[1]}" if client else "-"
+
+    def _log_request(self, status: int | None) -> None:
+        path = self.scope.get("path", "")
+        query = self.scope.get("query_string", b"")
+        if query:
+            path = f"{path}?{query.decode('latin-1')}"
+        outcome = "[accepted]" if status is None else str(status)
+        logger.info('%s - "WebSocket %s" %s', self._client(), path, outcome)
