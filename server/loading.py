@@ -84,7 +84,8 @@ def _import_module(module_name: str, import_string: str) -> Any:
 def import_from_string(import_string: str) -> Any:
     """Import "module:attr.sub" and return the object."""
     module_name, sep, attrs = import_string.partition(":")
-    if not sep or not module_name or not attrs:
+    well_formed = all(part.isidentifier() for part in [*module_name.split("."), *attrs.split(".")])
+    if not sep or not well_formed:
         raise AppLoadError(
             f'Import string "{import_string}" must be in format "<module>:<attribute>",'
             " e.g. main:app"
