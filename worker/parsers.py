@@ -327,7 +327,10 @@ class H11Parser(_Framer):
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
             raise ParseError(400, f"rejected by h11: {exc}") from exc
-        if type(event) is not h11.Request or list(event.headers) != fields:
+        # h11 lower-cases some values (Transfer-Encoding, ...); compare case-insensitively.
+        if type(event) is not h11.Request or [(n, v.lower()) for n, v in event.headers] != [
+            (n, v.lower()) for n, v in fields
+        ]:
             raise ParseError(400, "h11 disagrees with the pre-scan")
         self._conn = conn
         self._done = False

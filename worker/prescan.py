@@ -75,7 +75,14 @@ _VERSION_ONLY = re.compile(rb".* HTTP/[0-9]\.[0-9]", re.S)
 #: Field lines: no whitespace before the colon, no obs-fold (a line may not start with
 #: whitespace), no CTL but HTAB in a value (NUL, CR, LF and DEL included), CRLF endings.
 _FIELD_BLOCK = re.compile(rb"(?:[" + _TCHAR + rb"]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
-_FIELD = re.compile(rb"([" + _TCHAR + rb"]+):([\t\x20-\x7e\x80-\xff]*)\r\n")
+#: One field line, anchored at a line start, its value trimmed by the pattern itself. The
+#: value's parts (visible runs and whitespace runs) use disjoint classes, so matching is
+#: linear: no backtracking blow-up on long whitespace runs.
+_FIELD = re.compile(
+    rb"^([" + _TCHAR + rb"]+):[ \t]*"
+    rb"((?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?)[ \t]*\r\n",
+    re.M,
+)
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 #: Host = uri-host [":" port] (RFC 9110 §7.2, RFC 3986 §3.2.2); empty is allowed.
@@ -150,19 +157,18 @@ def scan_head(
         raise ParseError(505, "HTTP version not supported")
     block_start = line_end + 2
     block_end = len(head) - 2  # the blank line
-    if head.count(b"\r\n", block_start, block_end) > limits.fields:
+    lines = head.count(b"\r\n", block_start, block_end)
+    if lines > limits.fields:
         raise ParseError(431, "too many header fields")
     if block_end - block_start > limits.field_size:
         longest = max(len(line) for line in head[block_start:block_end].split(b"\r\n"))
         if longest > limits.field_size:
             raise ParseError(431, "header field too large")
-    if _FIELD_BLOCK.fullmatch(head, block_start, block_end) is None:
+    found = _FIELD.findall(head, block_start, block_end)
+    # Every line matched, and no LF hides inside one: the block is exactly N valid lines.
+    if len(found) != lines or head.count(b"\n", block_start, block_end) != lines:
         raise ParseError(400, _field_problem(head[block_start:block_end]))
-    fields = [
-        (name.lower(), value.strip(b" \t"))
-        for name, value in _FIELD.findall(head, block_start, block_end)
-    ]
-    return match[1], match[2], version, fields
+    return match[1], match[2], version, [(name.lower(), value) for name, value in found]
 
 
 def _request_line_problem(line: bytes) -> str:
