@@ -16,6 +16,7 @@ import os
 import selectors
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from enum import Enum
@@ -51,6 +52,7 @@ from corral.supervisor.pool import (
     send_signal,
     set_title,
 )
+from corral.supervisor.systemd import MasterNotifier, Notifier
 from corral.worker import channel
 from corral.worker.channel import ChannelError, Kind
 
@@ -136,6 +138,8 @@ class Master:
         self._next_watch = 0.0
         #: Hooks for sd_notify and the like: called with (event, master).
         self.hooks: list[Callable[[str, Master], None]] = []
+        #: systemd notifications (a no-op without NOTIFY_SOCKET); set by run_master.
+        self.notifier: MasterNotifier | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -161,7 +165,13 @@ class Master:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         for signum in MASTER_SIGNALS:
             self._old_handlers[signum] = signal.signal(signum, self._record)
+        # A master re-executed in place starts with these blocked (see _reexec): any
+        # signal that arrived during the exec is delivered now, to the handlers above.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        for handle in self.workers.values():
+            if handle.channel is not None:
+                self.selector.register(handle.channel, selectors.EVENT_READ, handle)
 
     def _restore_signals(self) -> None:
         for signum, handler in self._old_handlers.items():
@@ -271,9 +281,15 @@ class Master:
         logger.info("Reopened log files")
 
     def begin_reload(self) -> None:
-        """Start a ready-gated rolling replacement with a new generation."""
+        """Start a ready-gated rolling replacement with a new generation.
+
+        With --preload the app lives in the master's own memory, so new code needs a new
+        master: it re-executes itself in place (same pid) and adopts the old workers.
+        """
         if self.state is MasterState.STOPPING:
             return
+        if self.config.preload:
+            self._reexec()  # returns only if the exec failed
         generation = self.next_generation
         self.next_generation += 1
         self.set_state(MasterState.RELOADING)
@@ -306,6 +322,7 @@ class Master:
             logger.info("Worker %d (pid %d) %s", handle.slot, handle.pid, how)
             return
         logger.error("Worker %d (pid %d) %s (%s)", handle.slot, handle.pid, how, verdict.kind.value)
+        self._emit("worker-failed")
         if verdict.halt is not None:
             if self.state is not MasterState.STOPPING:
                 logger.error("Application failed to start: no worker ever became ready")
@@ -406,6 +423,8 @@ class Master:
             deadlines.append(self._next_sample)
         if self.watcher is not None and self.state is not MasterState.STOPPING:
             deadlines.append(self._next_watch)
+        if self.notifier is not None:
+            deadlines.append(self.notifier.update(self))
         known = [d for d in deadlines if d is not None]
         return min(known) if known else None
 
@@ -498,6 +517,94 @@ class Master:
             logger.warning("Detected changes in %s%s. Reloading...", names, more)
             self.begin_reload()
 
+    # --- re-exec in place (--preload reload) -----------------------------------------
+
+    def adopt(self, handles: list[WorkerHandle]) -> None:
+        """Take over the previous master's workers (generation 0) and replace them."""
+        for handle in handles:
+            self.workers[handle.pid] = handle
+        if handles:
+            self.ever_ready = True
+            self.set_state(MasterState.RELOADING)
+            self.target = Target(self.target.workers, 1, reload_from=0)
+            logger.info(
+                "Adopted %d worker(s) from before the re-exec; replacing them", len(handles)
+            )
+
+    def _reexec(self) -> None:
+        """Replace this process image with a fresh corral (same pid, same sockets).
+
+        The listening sockets go to fds 3.. as in socket activation (LISTEN_PID is our own
+        pid, so serve_config adopts them instead of binding); each worker's channel fd and
+        identity go in CORRAL_REEXEC_WORKERS. Signals stay blocked across the exec so a
+        SIGTERM or SIGHUP that arrives meanwhile waits for the new master's handlers
+        instead of killing it.
+        """
+        import fcntl
+
+        logger.info("Re-executing the master in place to load the new code (--preload)")
+        self._emit("reexec")
+        signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
+        try:
+            # Move everything we pass out of the way first, then into place at 3, 4, ...
+            high = [
+                fcntl.fcntl(item.sock.fileno(), fcntl.F_DUPFD_CLOEXEC, _REEXEC_FD_FLOOR)
+                for item in self.listeners
+            ]
+            workers = []
+            for handle in self.workers.values():
+                if handle.channel is None or handle.state is not WorkerState.READY:
+                    continue
+                fd = fcntl.fcntl(handle.channel.fileno(), fcntl.F_DUPFD, _REEXEC_FD_FLOOR)
+                workers.append(f"{handle.pid}:{handle.slot}:{handle.generation}:{fd}")
+            for index, fd in enumerate(high):
+                os.dup2(fd, 3 + index, inheritable=True)
+            os.environ.update(
+                {
+                    "LISTEN_PID": str(os.getpid()),
+                    "LISTEN_FDS": str(len(high)),
+                    "LISTEN_FDNAMES": ":".join("corral-reexec" for _ in high),
+                    _REEXEC_VAR: ",".join(workers),
+                }
+            )
+            sys.stdout.flush()
+            sys.stderr.flush()
+            logging.shutdown()
+            os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+        except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
+            logger.error("Re-executing the master failed (%s); reloading workers only", exc)
+
+
+#: Where passed worker channels are parked during a re-exec, above any fd likely in use.
+_REEXEC_FD_FLOOR = 100
+_REEXEC_VAR = "CORRAL_REEXEC_WORKERS"
+
+
+def adopted_workers(now: float, environ: dict[str, str] | None = None) -> list[WorkerHandle]:
+    """Workers a previous master image handed over through the environment (once)."""
+    env = os.environ if environ is None else environ
+    raw = env.pop(_REEXEC_VAR, "")
+    handles = []
+    for item in filter(None, raw.split(",")):
+        pid, slot, _generation, fd = (int(part) for part in item.split(":"))
+        sock = socket.socket(fileno=fd)
+        sock.set_inheritable(False)
+        sock.setblocking(False)
+        handles.append(
+            WorkerHandle(
+                pid=pid,
+                slot=slot,
+                generation=0,
+                channel=sock,
+                started_at=now,
+                deadline=now,
+                last_beat=now,
+                state=WorkerState.READY,
+            )
+        )
+    return handles
+
 
 def _worker_entry(config: Config, listeners: list[Listener], app: Any) -> WorkerEntry:
     def entry(sock: socket.socket, slot: int, generation: int) -> int:
@@ -512,6 +619,7 @@ def run_master(config: Config, listeners: list[Listener]) -> ExitCode:
     """Supervise ``config.workers`` workers on ``listeners`` until stopped."""
     from corral.logging import banner_lines
 
+    adopted = adopted_workers(time.monotonic())
     app: Any = None
     if config.preload:
         from corral.loading import load_app
@@ -520,7 +628,11 @@ def run_master(config: Config, listeners: list[Listener]) -> ExitCode:
             app = load_app(config)
         except CorralError as exc:
             logger.error("%s", exc)
-            return exc.exit_code
+            if not adopted:
+                return exc.exit_code
+            # Re-executed with broken code: the adopted workers keep serving; new workers
+            # import the app themselves, fail the same way, and the reload is abandoned.
+            app = None
     watcher = None
     if config.reload:
         from corral.supervisor.reload import Watcher
@@ -539,6 +651,8 @@ def run_master(config: Config, listeners: list[Listener]) -> ExitCode:
         logger.info("%s", line)
     logger.info("Started parent process [%d]", os.getpid())
     master = Master(config, listeners, _worker_entry(config, listeners, app), watcher=watcher)
+    master.notifier = MasterNotifier(Notifier.from_environ())
+    master.hooks.append(master.notifier.on_event)
     code = master.run()
     logger.info("Stopping parent process [%d]", os.getpid())
     return code
