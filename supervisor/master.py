@@ -520,16 +520,22 @@ class Master:
     # --- re-exec in place (--preload reload) -----------------------------------------
 
     def adopt(self, handles: list[WorkerHandle]) -> None:
-        """Take over the previous master's workers (generation 0) and replace them."""
+        """Take over the previous master image's workers and replace them (a reload)."""
+        if not handles:
+            return
+        old = max(h.generation for h in handles)
         for handle in handles:
+            handle.generation = old
             self.workers[handle.pid] = handle
-        if handles:
-            self.ever_ready = True
-            self.set_state(MasterState.RELOADING)
-            self.target = Target(self.target.workers, 1, reload_from=0)
-            logger.info(
-                "Adopted %d worker(s) from before the re-exec; replacing them", len(handles)
-            )
+        self.ever_ready = True
+        self.set_state(MasterState.RELOADING)
+        self.target = Target(self.target.workers, old + 1, reload_from=old)
+        self.next_generation = old + 2
+        logger.info(
+            "Adopted %d worker(s) of generation %d from before the re-exec; replacing them",
+            len(handles),
+            old,
+        )
 
     def _reexec(self) -> None:
         """Replace this process image with a fresh corral (same pid, same sockets).
@@ -587,7 +593,7 @@ def adopted_workers(now: float, environ: dict[str, str] | None = None) -> list[W
     raw = env.pop(_REEXEC_VAR, "")
     handles = []
     for item in filter(None, raw.split(",")):
-        pid, slot, _generation, fd = (int(part) for part in item.split(":"))
+        pid, slot, generation, fd = (int(part) for part in item.split(":"))
         sock = socket.socket(fileno=fd)
         sock.set_inheritable(False)
         sock.setblocking(False)
@@ -595,7 +601,7 @@ def adopted_workers(now: float, environ: dict[str, str] | None = None) -> list[W
             WorkerHandle(
                 pid=pid,
                 slot=slot,
-                generation=0,
+                generation=generation,
                 channel=sock,
                 started_at=now,
                 deadline=now,

@@ -113,13 +113,13 @@ def main(argv: list[str]) -> int:
     """
     from corral.config import Config
     from corral.logging import configure_logging
-    from corral.supervisor.master import Master
+    from corral.supervisor.master import Master, adopted_workers
 
     mode, workers, *settings = argv
     values: dict[str, Any] = {}
     for item in settings:
         key, _, raw = item.partition("=")
-        values[key] = float(raw)
+        values[key] = raw == "1" if key == "preload" else float(raw)
     config = Config(app="tests.master_apps:app", workers=int(workers), **values)
     configure_logging(config)
     os.environ["FAKE_HEALTHCHECK"] = str(config.timeout_worker_healthcheck)
@@ -127,7 +127,9 @@ def main(argv: list[str]) -> int:
     def entry(sock: socket.socket, slot: int, generation: int) -> int:
         return _fake_worker(sock, slot, generation, mode)
 
-    return int(Master(config, [], entry).run())
+    master = Master(config, [], entry)
+    master.adopt(adopted_workers(time.monotonic()))
+    return int(master.run())
 
 
 if __name__ == "__main__":

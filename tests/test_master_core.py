@@ -123,3 +123,20 @@ def test_master_sigkill_orphans_exit(run_fake: Any) -> None:
     m.wait(10)
     _, alive = psutil.wait_procs(kids, timeout=10)
     assert alive == []
+
+
+def test_preload_hup_reexecs_master_in_place(run_fake: Any) -> None:
+    """With --preload, HUP re-executes the master (same pid), which adopts and then drains
+    the old workers only after their replacements are READY."""
+    m = run_fake("ok", 2, "preload=1")
+    m.wait_log("ready", count=2)
+    old = sorted(m.children())
+    m.signal(signal.SIGHUP)
+    log = m.wait_log("Reload complete: generation 2", timeout=20)
+    assert "Re-executing the master in place" in log
+    assert "Adopted 2 worker(s) of generation 1" in log
+    assert m.proc.poll() is None  # same process, still running
+    wait_until(lambda: len(m.children()) == 2 and not set(m.children()) & set(old), 10)
+    assert log.count("Draining worker") == 2
+    m.signal(signal.SIGTERM)
+    assert m.wait(15) == 0
