@@ -1,11 +1,19 @@
-"""PROXY protocol v1/v2 header parsing (pure, sans-I/O)."""
+"""PROXY protocol v1/v2: header parsing (pure) and the edge acceptor over real sockets."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
+import socket
 import struct
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+import uvloop
+from corral.worker.edge import Edge, EdgeAcceptor, Proxied
 from corral.worker.proxy_protocol import (
     V1_MAX_LENGTH,
     V2_MAX_PAYLOAD,
@@ -218,3 +226,162 @@ def test_fuzz_v2_after_signature(rest: bytes) -> None:
     result = parse(data)
     if isinstance(result, Parsed):
         assert result.consumed <= len(data)
+
+
+# --- over real sockets: the edge acceptor -------------------------------------------------
+
+
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": uvloop.new_event_loop,
+}
+
+
+def edge_settings(**overrides: Any) -> Any:
+    values: dict[str, Any] = {
+        "ssl_certfile": None, "ssl_keyfile": None, "ssl_keyfile_password": None,
+        "ssl_version": 17, "ssl_cert_reqs": 0, "ssl_ca_certs": None, "ssl_ciphers": "TLSv1",
+        "proxy_protocol": True, "proxy_headers": True, "trusted_proxies": ("127.0.0.1",),
+        "timeout_request_header": 5.0,
+    }  # fmt: skip
+    values.update(overrides)
+    return SimpleNamespace(**values)
+
+
+class Reporter(asyncio.Protocol):
+    """Answers with the client the edge handed over, then echoes the first data received."""
+
+    def __init__(self, proxied: Proxied | None) -> None:
+        self.proxied = proxied
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: Any = transport
+        client = self.proxied.client if self.proxied else "peer"
+        transport.write(f"client={client}\n".encode())
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(b"data=" + data)
+        self.transport.close()
+
+
+def run_edge(
+    loop_name: str, payload: bytes, *, family: int = socket.AF_INET, **settings: Any
+) -> bytes:
+    """Serve one connection through an EdgeAcceptor; send payload, return all bytes read."""
+    host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+
+    async def main() -> bytes:
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.bind((host, 0))
+        listener.listen()
+        listener.setblocking(False)
+        acceptor = EdgeAcceptor(listener, Edge(edge_settings(**settings)), Reporter)
+        acceptor.start()
+        try:
+            reader, writer = await asyncio.open_connection(host, listener.getsockname()[1])
+            writer.write(payload)
+            writer.write_eof()  # a truncated header is truncated for good
+            try:
+                data = await reader.read()
+            except ConnectionResetError:  # refused with our bytes unread: the kernel resets
+                data = b""
+            writer.close()
+            return data
+        finally:
+            acceptor.close()
+            listener.close()
+
+    loop = LOOPS[loop_name]()
+    try:
+        return loop.run_until_complete(asyncio.wait_for(main(), 10))
+    finally:
+        loop.close()
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def loop_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_socket_v1_client_and_following_bytes(loop_name: str) -> None:
+    """Over a socket, a v1 header names the client and the request bytes after it survive."""
+    data = run_edge(loop_name, b"PROXY TCP4 192.0.2.7 10.0.0.1 4321 80\r\nGET")
+    assert data == b"client=('192.0.2.7', 4321)\ndata=GET"
+
+
+def test_socket_v2_with_tlvs(loop_name: str) -> None:
+    """Over a socket, a v2 header with TLVs names the client; TLVs are skipped."""
+    src, dst = ipaddress.IPv6Address("2001:db8::9"), ipaddress.IPv6Address("2001:db8::1")
+    block = struct.pack("!16s16sHH", src.packed, dst.packed, 7000, 443)
+    header = v2(family=0x21, block=block, tlvs=tlv(0x02, b"example.com") + tlv(0x04, b"\0" * 5))
+    assert run_edge(loop_name, header + b"xyz") == b"client=('2001:db8::9', 7000)\ndata=xyz"
+
+
+def test_socket_v2_local_keeps_peer(loop_name: str) -> None:
+    """Over a socket, v2 LOCAL keeps the real peer address."""
+    assert (
+        run_edge(loop_name, v2(command=0, family=0, block=b"") + b"hi") == b"client=peer\ndata=hi"
+    )
+
+
+def test_socket_header_split_across_writes(loop_name: str) -> None:
+    """A header arriving in pieces is assembled without eating the bytes after it."""
+
+    async def main() -> bytes:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        acceptor = EdgeAcceptor(listener, Edge(edge_settings()), Reporter)
+        acceptor.start()
+        try:
+            reader, writer = await asyncio.open_connection(*listener.getsockname())
+            for piece in (b"PRO", b"XY TCP4 1.2.3.4 ", b"5.6.7.8 1 2\r", b"\nGET"):
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0)
+            data = await reader.read()
+            writer.close()
+            return data
+        finally:
+            acceptor.close()
+            listener.close()
+
+    loop = LOOPS[loop_name]()
+    try:
+        assert loop.run_until_complete(main()) == b"client=('1.2.3.4', 1)\ndata=GET"
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "no PROXY protocol header"),
+        (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 99999\r\n", "port"),
+        (b"PROXY TCP4 1.2.3.4", "in the middle"),
+        (V2_SIGNATURE + b"\x21\x11\x00\x0c" + b"\0" * 5, "in the middle"),
+        (v2(tlvs=b"\x02\xff\xff"), "overruns"),
+        (b"\x00" * 200, "no PROXY protocol header"),
+    ],
+)
+def test_socket_bad_header_closes_with_one_line(
+    loop_name: str, payload: bytes, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Garbage, malformed and truncated headers close the connection with one log line."""
+    caplog.set_level(logging.DEBUG, logger="corral.error")
+    assert run_edge(loop_name, payload) == b""
+    lines = [r for r in caplog.records if r.name == "corral.error"]
+    assert len(lines) == 1 and reason in lines[0].getMessage()
+    assert lines[0].levelno == logging.WARNING and lines[0].exc_info is None
+
+
+def test_socket_ipv6_loopback(loop_name: str) -> None:
+    """PROXY headers are read on an IPv6 loopback listener too."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    data = run_edge(loop_name, b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n.", family=socket.AF_INET6)
+    assert data == b"client=('1.2.3.4', 1)\ndata=."

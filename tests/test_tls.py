@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import ssl
 import sys
 from collections.abc import Callable, Iterator
@@ -15,6 +17,7 @@ import trustme
 import uvloop
 from corral.errors import ConfigError
 from corral.tls import TLS_VERSIONS, create_ssl_context, rfc4514_name, tls_extension
+from corral.worker.edge import Edge, EdgeAcceptor, Proxied
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -305,3 +308,94 @@ def test_rfc4514_names(subject: Any, expected: str) -> None:
 def test_ca_fixture_paths_exist(pki: SimpleNamespace) -> None:
     """The generated PKI lives only in the test's temp dir (no keys in the repo)."""
     assert Path(pki.key).is_relative_to(pki.root)
+
+
+# --- the edge acceptor: handshake failures and PROXY before TLS ------------------------------
+
+
+class Hello(asyncio.Protocol):
+    """Answers with the client the edge handed over and the connection's TLS version."""
+
+    def __init__(self, proxied: Proxied | None) -> None:
+        self.proxied = proxied
+
+    def connection_made(self, transport: Any) -> None:
+        ext = tls_extension(transport.get_extra_info("ssl_object"))
+        client = self.proxied.client if self.proxied else "peer"
+        transport.write(f"client={client} tls={ext['tls_version']:#x}".encode())
+        transport.close()
+
+
+def edge_config(pki: SimpleNamespace, **overrides: Any) -> Any:
+    values = vars(settings(pki))
+    values.update(proxy_protocol=False, proxy_headers=False, trusted_proxies=(),
+                  timeout_request_header=5.0)  # fmt: skip
+    values.update(overrides)
+    return SimpleNamespace(**values)
+
+
+def serve_edge(
+    loop_name: str, config: Any, client: Callable[[int], Any]
+) -> tuple[Any, list[logging.LogRecord]]:
+    """Run an EdgeAcceptor and one client coroutine against it; return its result."""
+
+    async def main() -> Any:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        acceptor = EdgeAcceptor(listener, Edge(config), Hello)
+        acceptor.start()
+        try:
+            return await client(listener.getsockname()[1])
+        finally:
+            acceptor.close()
+            listener.close()
+
+    loop = LOOPS[loop_name]()
+    try:
+        return loop.run_until_complete(asyncio.wait_for(main(), 10)), []
+    finally:
+        loop.close()
+
+
+def test_edge_failed_handshake_is_one_debug_line(
+    pki: SimpleNamespace, loop_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Plain HTTP to a TLS port, and a client distrusting the cert: one debug line each."""
+    caplog.set_level(logging.DEBUG)
+
+    async def plain(port: int) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            data = await reader.read()
+        except ConnectionResetError:
+            data = b""
+        writer.close()
+        return data
+
+    result, _ = serve_edge(loop_name, edge_config(pki), plain)
+    assert result == b""
+    edge_lines = [r for r in caplog.records if r.name == "corral.error"]
+    assert len(edge_lines) == 1 and edge_lines[0].levelno == logging.DEBUG
+    assert "TLS handshake" in edge_lines[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
+
+
+def test_edge_proxy_header_then_tls(pki: SimpleNamespace, ca: trustme.CA, loop_name: str) -> None:
+    """A PROXY header before the ClientHello names the client of a TLS connection."""
+
+    async def client(port: int) -> bytes:
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(b"PROXY TCP6 2001:db8::2 ::1 1234 443\r\n")
+        sock.setblocking(False)
+        reader, writer = await asyncio.open_connection(
+            sock=sock, ssl=client_context(ca), server_hostname="localhost"
+        )
+        data = await reader.read()
+        writer.close()
+        return data
+
+    result, _ = serve_edge(loop_name, edge_config(pki, proxy_protocol=True), client)
+    assert result == b"client=('2001:db8::2', 1234) tls=0x304"

@@ -1,0 +1,212 @@
+"""The connection edge of a serving process: PROXY protocol header and TLS handshake.
+
+Listeners that need neither are served by ``loop.create_server``. A listener with TLS or
+``--proxy-protocol`` is served by an :class:`EdgeAcceptor` instead: it accepts each socket
+itself, reads the PROXY header straight from the socket (never a byte past it, so a TLS
+ClientHello that follows is untouched), then hands the socket to
+``loop.connect_accepted_socket`` with the SSL context. That is what lets a failed handshake
+be one debug line rather than silence or a traceback, and what lets PROXY and TLS combine.
+
+:class:`Edge` holds the per-process settings. It is built in the serving process (after the
+fork), so each new worker reads the certificate files afresh: a reload picks up renewals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from corral.tls import create_ssl_context
+from corral.worker.proxy_headers import TrustedProxies, parse_trusted
+from corral.worker.proxy_protocol import (
+    V1_MAX_LENGTH,
+    V2_MAX_PAYLOAD,
+    Invalid,
+    Parsed,
+    parse,
+)
+
+if TYPE_CHECKING:
+    from corral.config import Config
+
+logger = logging.getLogger("corral.error")
+
+_PEEK_LIMIT = max(V1_MAX_LENGTH, 16 + V2_MAX_PAYLOAD)
+# Out of file descriptors: pause accepting briefly instead of spinning on the error.
+_ACCEPT_BACKOFF = 0.1
+_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+@dataclass(frozen=True, slots=True)
+class Proxied:
+    """The client named by a PROXY header (None: it connected over a Unix socket)."""
+
+    client: tuple[str, int] | None
+
+
+#: Builds the connection's protocol; ``Proxied`` when a PROXY header replaced the peer.
+ProtocolFactory = Callable[[Proxied | None], asyncio.BaseProtocol]
+
+
+class Edge:
+    """TLS context, PROXY protocol switch and trusted proxies of one serving process."""
+
+    __slots__ = ("handshake_timeout", "proxy_protocol", "ssl", "trusted")
+
+    def __init__(self, config: Config) -> None:
+        self.ssl: ssl.SSLContext | None = create_ssl_context(config)
+        self.proxy_protocol = config.proxy_protocol
+        self.trusted: TrustedProxies | None = None
+        if config.proxy_headers:
+            try:
+                self.trusted = parse_trusted(config.trusted_proxies)
+            except ValueError as exc:
+                from corral.errors import ConfigError
+
+                raise ConfigError("--forwarded-allow-ips", str(exc)) from None
+        # A client gets as long for the PROXY header and the handshake as for a request head.
+        self.handshake_timeout = config.timeout_request_header
+
+    @property
+    def needs_acceptor(self) -> bool:
+        return self.ssl is not None or self.proxy_protocol
+
+
+class ProxyHeaderError(Exception):
+    """No valid PROXY header; ``quiet`` when the peer just closed without sending one."""
+
+    def __init__(self, reason: str, *, quiet: bool = False) -> None:
+        super().__init__(reason)
+        self.quiet = quiet
+
+
+async def read_proxy_header(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> Parsed:
+    """Consume exactly the PROXY header from a non-blocking socket.
+
+    Peeks at what has arrived, and consumes only bytes that belong to the header: while
+    the header is incomplete every byte received is part of it, and once it parses exactly
+    ``consumed`` bytes are taken. Raises ProxyHeaderError.
+    """
+    buffer = bytearray()
+    while True:
+        try:
+            peeked = sock.recv(_PEEK_LIMIT - len(buffer), socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            peeked = b""
+        if peeked:
+            result = parse(buffer + peeked)
+            if isinstance(result, Parsed):
+                _recv_exactly(sock, result.consumed - len(buffer))
+                return result
+            if isinstance(result, Invalid):
+                raise ProxyHeaderError(result.reason)
+            buffer += _recv_exactly(sock, len(peeked))
+        # Wait for more by consuming one byte: the header is incomplete, so it is ours.
+        more = await loop.sock_recv(sock, 1)
+        if not more:
+            if buffer:
+                raise ProxyHeaderError("connection closed in the middle of the PROXY header")
+            raise ProxyHeaderError("connection closed before a PROXY header", quiet=True)
+        buffer += more
+        result = parse(buffer)
+        if isinstance(result, Invalid):
+            raise ProxyHeaderError(result.reason)
+        if isinstance(result, Parsed):
+            return result
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    """Take ``size`` bytes that a peek showed are already buffered in the kernel."""
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ProxyHeaderError("connection closed in the middle of the PROXY header")
+        data += chunk
+    return data
+
+
+def _describe(sock: socket.socket) -> str:
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        return "a client"
+    if isinstance(peer, tuple):
+        return f"{peer[0]}:{peer[1]}"
+    return "a unix socket client"
+
+
+class EdgeAcceptor:
+    """Accept loop for one listening socket that needs a PROXY header and/or TLS."""
+
+    def __init__(self, listener: socket.socket, edge: Edge, factory: ProtocolFactory) -> None:
+        self.listener = listener
+        self.edge = edge
+        self.factory = factory
+        self._accepting: asyncio.Task[None] | None = None
+        #: Connections still reading their PROXY header or doing the TLS handshake.
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._accepting = asyncio.get_running_loop().create_task(self._accept_loop())
+
+    def close(self) -> None:
+        """Stop accepting and drop connections that have not reached the app yet."""
+        if self._accepting is not None:
+            self._accepting.cancel()
+            self._accepting = None
+        for task in list(self._pending):
+            task.cancel()
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(self.listener)
+            except OSError as exc:
+                if exc.errno in _RESOURCE_ERRORS:
+                    logger.error("Cannot accept connections: %s", exc.strerror or exc)
+                    await asyncio.sleep(_ACCEPT_BACKOFF)
+                # ECONNABORTED and friends: the client left before we accepted it.
+                continue
+            conn.setblocking(False)
+            task = loop.create_task(self._handle(conn))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _handle(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        edge = self.edge
+        proxied: Proxied | None = None
+        try:
+            if edge.proxy_protocol:
+                header = await asyncio.wait_for(
+                    read_proxy_header(loop, conn), edge.handshake_timeout
+                )
+                if not header.is_local:
+                    proxied = Proxied(header.source)
+            await loop.connect_accepted_socket(
+                lambda: self.factory(proxied),
+                conn,
+                ssl=edge.ssl,
+                ssl_handshake_timeout=edge.handshake_timeout if edge.ssl else None,
+            )
+        except ProxyHeaderError as exc:
+            log = logger.debug if exc.quiet else logger.warning
+            log("Refused connection from %s: %s", _describe(conn), exc)
+            conn.close()
+        except TimeoutError:  # only the PROXY read has a wait_for; TLS aborts with OSError
+            logger.warning("Refused connection from %s: no PROXY header in time", _describe(conn))
+            conn.close()
+        except (OSError, ssl.SSLError, ConnectionError) as exc:
+            logger.debug("TLS handshake with %s failed: %s", _describe(conn), exc)
+            conn.close()
+        except asyncio.CancelledError:
+            conn.close()
+            raise
