@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from corral.worker.proxy_headers import parse_trusted, resolve
+from corral.worker.proxy_headers import apply_to_scope, parse_trusted, resolve
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -251,3 +251,20 @@ def test_fuzz_never_raises_and_client_is_sane(headers: list[tuple[bytes, bytes]]
     assert client is not None and isinstance(client[1], int) and 0 <= client[1] <= 65535
     assert all(c.isprintable() and c not in ' ,;"' for c in client[0])
     assert host is None or (host.isascii() and host.isprintable() and " " not in host)
+
+
+def test_apply_to_scope_rewrites_client_scheme_and_host() -> None:
+    """The scope gets the resolved client and scheme, and Forwarded's host as Host."""
+    scope = {"client": PEER, "scheme": "http",
+             "headers": h(("host", "internal:8000"), ("forwarded", "for=1.2.3.4;proto=https;host=shop.example"))}  # fmt: skip  # noqa: E501
+    apply_to_scope(scope, DEFAULT)
+    assert scope["client"] == ("1.2.3.4", 0) and scope["scheme"] == "https"
+    assert [v for n, v in scope["headers"] if n == b"host"] == [b"shop.example"]
+
+
+def test_apply_to_scope_without_headers_keeps_the_list() -> None:
+    """Without proxy headers the scope's header list is the very same object."""
+    headers = h(("host", "a"))
+    scope = {"client": PEER, "scheme": "http", "headers": headers}
+    apply_to_scope(scope, DEFAULT)
+    assert scope["headers"] is headers and scope["client"] == PEER

@@ -27,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 Client = tuple[str, int] | None
 Headers = Sequence[tuple[bytes, bytes]]
@@ -346,3 +347,18 @@ def _apply_forwarded(
     if host is not None and (len(host) > _MAX_HOST_LENGTH or not _HOST.fullmatch(host)):
         host = None
     return client, scheme, host
+
+
+def apply_to_scope(scope: dict[str, Any], trusted: TrustedProxies) -> None:
+    """Rewrite an HTTP scope's ``client``, ``scheme`` and Host header from proxy headers.
+
+    The Host header is only rebuilt when ``Forwarded`` named a host, the rare case; without
+    proxy headers nothing is allocated.
+    """
+    headers = scope["headers"]
+    client, scheme, host = resolve(scope["client"], scope["scheme"], headers, trusted)
+    scope["client"] = client
+    scope["scheme"] = scheme
+    if host is not None:
+        encoded = host.encode("ascii")
+        scope["headers"] = [(b"host", encoded)] + [(n, v) for n, v in headers if n != b"host"]
