@@ -16,7 +16,6 @@ import os
 import selectors
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable
 from enum import Enum
@@ -45,10 +44,12 @@ from corral.supervisor.policy import (
 from corral.supervisor.pool import (
     MASTER_SIGNALS,
     WorkerHandle,
+    adopted_workers,
     app_title,
     describe_exit,
     fork_worker,
     reap,
+    reexec_in_place,
     send_signal,
     set_title,
 )
@@ -538,78 +539,14 @@ class Master:
         )
 
     def _reexec(self) -> None:
-        """Replace this process image with a fresh corral (same pid, same sockets).
-
-        The listening sockets go to fds 3.. as in socket activation (LISTEN_PID is our own
-        pid, so serve_config adopts them instead of binding); each worker's channel fd and
-        identity go in CORRAL_REEXEC_WORKERS. Signals stay blocked across the exec so a
-        SIGTERM or SIGHUP that arrives meanwhile waits for the new master's handlers
-        instead of killing it.
-        """
-        import fcntl
-
+        """Replace this process image with a fresh corral, same pid, same sockets."""
         logger.info("Re-executing the master in place to load the new code (--preload)")
         self._emit("reexec")
-        signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
+        ready = [h for h in self.workers.values() if h.state is WorkerState.READY]
         try:
-            # Move everything we pass out of the way first, then into place at 3, 4, ...
-            high = [
-                fcntl.fcntl(item.sock.fileno(), fcntl.F_DUPFD_CLOEXEC, _REEXEC_FD_FLOOR)
-                for item in self.listeners
-            ]
-            workers = []
-            for handle in self.workers.values():
-                if handle.channel is None or handle.state is not WorkerState.READY:
-                    continue
-                fd = fcntl.fcntl(handle.channel.fileno(), fcntl.F_DUPFD, _REEXEC_FD_FLOOR)
-                workers.append(f"{handle.pid}:{handle.slot}:{handle.generation}:{fd}")
-            for index, fd in enumerate(high):
-                os.dup2(fd, 3 + index, inheritable=True)
-            os.environ.update(
-                {
-                    "LISTEN_PID": str(os.getpid()),
-                    "LISTEN_FDS": str(len(high)),
-                    "LISTEN_FDNAMES": ":".join("corral-reexec" for _ in high),
-                    _REEXEC_VAR: ",".join(workers),
-                }
-            )
-            sys.stdout.flush()
-            sys.stderr.flush()
-            logging.shutdown()
-            os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+            reexec_in_place(self.listeners, ready)
         except OSError as exc:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
             logger.error("Re-executing the master failed (%s); reloading workers only", exc)
-
-
-#: Where passed worker channels are parked during a re-exec, above any fd likely in use.
-_REEXEC_FD_FLOOR = 100
-_REEXEC_VAR = "CORRAL_REEXEC_WORKERS"
-
-
-def adopted_workers(now: float, environ: dict[str, str] | None = None) -> list[WorkerHandle]:
-    """Workers a previous master image handed over through the environment (once)."""
-    env = os.environ if environ is None else environ
-    raw = env.pop(_REEXEC_VAR, "")
-    handles = []
-    for item in filter(None, raw.split(",")):
-        pid, slot, generation, fd = (int(part) for part in item.split(":"))
-        sock = socket.socket(fileno=fd)
-        sock.set_inheritable(False)
-        sock.setblocking(False)
-        handles.append(
-            WorkerHandle(
-                pid=pid,
-                slot=slot,
-                generation=generation,
-                channel=sock,
-                started_at=now,
-                deadline=now,
-                last_beat=now,
-                state=WorkerState.READY,
-            )
-        )
-    return handles
 
 
 def _worker_entry(config: Config, listeners: list[Listener], app: Any) -> WorkerEntry:

@@ -13,9 +13,13 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from corral.supervisor.policy import WorkerState, check_transition
 from corral.worker.channel import Decoder
+
+if TYPE_CHECKING:
+    from corral.listeners import Listener
 
 logger = logging.getLogger("corral.error")
 
@@ -169,3 +173,78 @@ def send_signal(pid: int, signum: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+# --- handing workers to a re-executed master (--preload reload) ---------------------
+
+#: Where passed worker channels are parked during a re-exec, above any fd likely in use.
+_REEXEC_FD_FLOOR = 100
+_REEXEC_VAR = "CORRAL_REEXEC_WORKERS"
+
+
+def adopted_workers(now: float, environ: dict[str, str] | None = None) -> list[WorkerHandle]:
+    """Workers a previous master image handed over through the environment (once)."""
+    env = os.environ if environ is None else environ
+    raw = env.pop(_REEXEC_VAR, "")
+    handles = []
+    for item in filter(None, raw.split(",")):
+        pid, slot, generation, fd = (int(part) for part in item.split(":"))
+        sock = socket.socket(fileno=fd)
+        sock.set_inheritable(False)
+        sock.setblocking(False)
+        handles.append(
+            WorkerHandle(
+                pid=pid,
+                slot=slot,
+                generation=generation,
+                channel=sock,
+                started_at=now,
+                deadline=now,
+                last_beat=now,
+                state=WorkerState.READY,
+            )
+        )
+    return handles
+
+
+def reexec_in_place(listeners: list[Listener], workers: list[WorkerHandle]) -> None:
+    """Replace this process image with a fresh corral (same pid, same sockets).
+
+    The listening sockets go to fds 3.. as in socket activation (LISTEN_PID is our own
+    pid, so serve_config adopts them instead of binding); each worker's channel fd and
+    identity go in CORRAL_REEXEC_WORKERS. Signals stay blocked across the exec so a
+    SIGTERM or SIGHUP that arrives meanwhile waits for the new master's handlers
+    instead of killing it.
+    """
+    import fcntl
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
+    try:
+        # Move everything we pass out of the way first, then into place at 3, 4, ...
+        high = [
+            fcntl.fcntl(item.sock.fileno(), fcntl.F_DUPFD_CLOEXEC, _REEXEC_FD_FLOOR)
+            for item in listeners
+        ]
+        passed = []
+        for handle in workers:
+            if handle.channel is None:
+                continue
+            fd = fcntl.fcntl(handle.channel.fileno(), fcntl.F_DUPFD, _REEXEC_FD_FLOOR)
+            passed.append(f"{handle.pid}:{handle.slot}:{handle.generation}:{fd}")
+        for index, fd in enumerate(high):
+            os.dup2(fd, 3 + index, inheritable=True)
+        os.environ.update(
+            {
+                "LISTEN_PID": str(os.getpid()),
+                "LISTEN_FDS": str(len(high)),
+                "LISTEN_FDNAMES": ":".join("corral-reexec" for _ in high),
+                _REEXEC_VAR: ",".join(passed),
+            }
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
+        raise
