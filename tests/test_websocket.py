@@ -458,3 +458,223 @@ def test_shutdown_closes_with_reason_code(
     (message,) = wait_for(lambda: app.seen("disconnect"))
     assert message["code"] == code
     wait_for(lambda: not server.connections())
+
+
+# --- keepalive -----------------------------------------------------------------------------
+def test_missing_pong_closes_1011(serve: Callable[..., Harness]) -> None:
+    """A peer that never answers the keepalive ping is closed with 1011."""
+    app = Recorder()
+    server = serve(app, ws_ping_interval=0.05, ws_ping_timeout=0.05)
+    client = RawClient(server.port)
+    try:
+        assert client.request(handshake_bytes("/silent"))[0] == 101
+        opcode, _ = client.read_frame()
+        assert opcode == 0x9  # the ping we ignore
+        assert client.read_close() == 1011
+    finally:
+        client.close()
+    (message,) = wait_for(lambda: app.seen("disconnect"))
+    assert message["code"] == 1011
+
+
+def test_answered_pings_keep_connection(serve: Callable[..., Harness]) -> None:
+    """A peer answering pings stays connected across many ping intervals."""
+    server = serve(Recorder(), ws_ping_interval=0.02, ws_ping_timeout=0.05)
+    client = RawClient(server.port)
+    try:
+        assert client.request(handshake_bytes("/echo"))[0] == 101
+        for _ in range(5):
+            opcode, payload = client.read_frame()
+            assert opcode == 0x9
+            client.sock.sendall(frame(0xA, payload))
+        client.sock.sendall(frame(0x1, b"still here"))
+        while True:
+            opcode, payload = client.read_frame()
+            if opcode == 0x9:
+                client.sock.sendall(frame(0xA, payload))
+                continue
+            assert (opcode, payload) == (0x1, b"still here")
+            break
+    finally:
+        client.close()
+
+
+def test_zero_ping_interval_disables_pings(serve: Callable[..., Harness]) -> None:
+    """--ws-ping-interval 0 sends no pings (the first frame back is the echo)."""
+    server = serve(Recorder(), ws_ping_interval=0)
+    client = RawClient(server.port)
+    try:
+        assert client.request(handshake_bytes("/echo"))[0] == 101
+        conn = server.connections()[0]
+        assert conn._ping_handle is None
+        client.sock.sendall(frame(0x2, b"abc"))
+        assert client.read_frame() == (0x2, b"abc")
+    finally:
+        client.close()
+
+
+# --- limits and validation -----------------------------------------------------------------
+def test_message_over_max_size_closes_1009(serve: Callable[..., Harness]) -> None:
+    """A message larger than --ws-max-size closes with 1009, also when fragmented."""
+    server = serve(Recorder(), ws_max_size=1024)
+
+    async def scenario(message: Any) -> int | None:
+        async with connect(server.url + "/echo", max_size=None) as ws:
+            await ws.send(message)
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            return ws.close_code
+
+    assert run(scenario(b"x" * 1025)) == 1009
+    assert run(scenario([b"x" * 600, b"y" * 600])) == 1009
+
+
+def test_message_at_max_size_is_delivered(serve: Callable[..., Harness]) -> None:
+    """A message of exactly --ws-max-size bytes is delivered."""
+    server = serve(Recorder(), ws_max_size=1024)
+
+    async def scenario() -> bytes:
+        async with connect(server.url + "/echo") as ws:
+            await ws.send(b"z" * 1024)
+            return await ws.recv()  # type: ignore[return-value]
+
+    assert run(scenario()) == b"z" * 1024
+
+
+def test_four_mib_in_64_byte_fragments(serve: Callable[..., Harness]) -> None:
+    """A 4 MiB text message sent as 65,536 fragments of 64 bytes is reassembled whole."""
+    server = serve(Recorder())
+    piece = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-_"
+    assert len(piece) == 64
+
+    async def scenario() -> int:
+        async with connect(server.url + "/echo", max_size=None, compression=None) as ws:
+            await ws.send(piece for _ in range(65536))
+            reply = await ws.recv()
+            assert reply == piece * 65536
+            return len(reply)
+
+    assert run(scenario()) == 4 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [frame(0x1, b"ok \xff bad")],
+        [frame(0x1, b"ok", fin=False), frame(0x0, b"\xc3\x28", fin=False)],
+        [frame(0x1, "é".encode()[:1], fin=True)],
+    ],
+    ids=["whole", "fragment", "truncated"],
+)
+def test_invalid_utf8_closes_1007(serve: Callable[..., Harness], frames: list[bytes]) -> None:
+    """Text that is not UTF-8 closes with 1007, at the fragment that breaks it."""
+    app = Recorder()
+    server = serve(app)
+    client = RawClient(server.port)
+    try:
+        assert client.request(handshake_bytes("/silent"))[0] == 101
+        client.sock.sendall(b"".join(frames))
+        assert client.read_close() == 1007
+    finally:
+        client.close()
+    assert app.seen("received") == []
+
+
+def test_utf8_split_across_fragments(serve: Callable[..., Harness]) -> None:
+    """A character split between two fragments is reassembled."""
+    server = serve(Recorder())
+    client = RawClient(server.port)
+    snowman = "☃".encode()
+    try:
+        assert client.request(handshake_bytes("/echo"))[0] == 101
+        client.sock.sendall(frame(0x1, snowman[:1], fin=False) + frame(0x0, snowman[1:]))
+        assert client.read_frame() == (0x1, snowman)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("deflate", [True, False])
+def test_permessage_deflate_negotiation(serve: Callable[..., Harness], deflate: bool) -> None:
+    """permessage-deflate is negotiated only when --ws-per-message-deflate is true."""
+    server = serve(Recorder(), ws_per_message_deflate=deflate)
+
+    async def scenario() -> str | None:
+        async with connect(server.url + "/echo", compression="deflate", max_size=None) as ws:
+            for size in (10, 5000, 100_000):
+                text = "compress me " * size
+                await ws.send(text)
+                assert await ws.recv() == text
+            assert ws.response is not None
+            return ws.response.headers.get("sec-websocket-extensions")
+
+    extensions = run(scenario())
+    if deflate:
+        assert extensions is not None and extensions.startswith("permessage-deflate")
+    else:
+        assert extensions is None
+
+
+def test_pipelined_frames_after_handshake(serve: Callable[..., Harness]) -> None:
+    """Frames sent right behind the handshake request wait for accept, then are delivered."""
+    server = serve(Recorder())
+    client = RawClient(server.port)
+    try:
+        status, _ = client.request(handshake_bytes("/echo") + frame(0x1, b"early"))
+        assert status == 101
+        assert client.read_frame() == (0x1, b"early")
+    finally:
+        client.close()
+
+
+# --- backpressure --------------------------------------------------------------------------
+#: What one read from the socket can hold: asyncio and uvloop both read up to 256 KiB.
+READ_CHUNK = 256 * 1024
+
+
+def test_inbound_queue_bounded_then_reading_pauses(serve: Callable[..., Harness]) -> None:
+    """While the app does not receive, at most --ws-max-queue messages (plus one read's worth)
+    are held, reading pauses, and every message is delivered once the app receives again."""
+    app = Recorder()
+    server = serve(app, ws_max_queue=8)
+    size, count = 16 * 1024, 512  # 8 MiB in all: far more than the kernel buffers hold
+    client = RawClient(server.port)
+    assert client.request(handshake_bytes("/no-read"))[0] == 101
+    wait_for(lambda: app.seen("accepted"))
+    conn = server.connections()[0]
+    payloads = [b"%06d" % i + b"." * (size - 6) for i in range(count)]
+    sender = threading.Thread(
+        target=lambda: client.sock.sendall(b"".join(frame(0x2, p) for p in payloads)),
+        daemon=True,
+    )
+    sender.start()
+    try:
+        wait_for(lambda: server.call(lambda: not conn.transport.is_reading()))
+        held = server.call(lambda: len(conn._inbox))
+        assert held <= 8 + READ_CHUNK // size + 1
+        assert sender.is_alive()  # the client is blocked: the kernel buffers are full
+        server.call(lambda: app.release.set())  # type: ignore[union-attr]
+        for expected in payloads:
+            assert client.read_frame() == (0x2, expected)
+        sender.join(10)
+    finally:
+        client.close()
+
+
+def test_send_waits_for_slow_reader_and_fails_once_gone(serve: Callable[..., Harness]) -> None:
+    """A client that never reads does not grow the server's write buffer past the high-water
+    mark plus one message; once it disconnects, the blocked send fails promptly."""
+    app = Recorder()
+    server = serve(app, ws_ping_interval=0)
+    client = RawClient(server.port)
+    assert client.request(handshake_bytes("/flood"))[0] == 101
+    wait_for(lambda: app.seen("sent"))
+    conn = server.connections()[0]
+    wait_for(lambda: server.call(lambda: conn._write_paused))
+    _, high = server.call(lambda: conn.transport.get_write_buffer_limits())
+    for _ in range(20):
+        buffered = server.call(lambda: conn.transport.get_write_buffer_size())
+        assert buffered <= high + 65536 + 14
+    sent = len(app.seen("sent"))
+    assert sent < 1000  # 64 MiB would mean no backpressure at all
+    client.close()
+    assert wait_for(lambda: app.seen("send_failed")) == ["ClientDisconnected"]
