@@ -30,7 +30,6 @@ from corral.supervisor.policy import (
     Drain,
     ExitKind,
     Kill,
-    Limits,
     Quit,
     Retire,
     Spawn,
@@ -39,6 +38,7 @@ from corral.supervisor.policy import (
     WorkerState,
     decide,
     judge_exit,
+    limits_from,
     reload_complete,
 )
 from corral.supervisor.pool import (
@@ -89,21 +89,6 @@ _MASTER_TRANSITIONS: dict[MasterState, frozenset[MasterState]] = {
 
 #: Entry point run in a forked worker: (channel, slot, generation) -> exit code.
 WorkerEntry = Callable[[socket.socket, int, int], int]
-
-
-def limits_from(config: Config) -> Limits:
-    from corral.supervisor.policy import DRAIN_MARGIN
-
-    drain = config.timeout_graceful_shutdown + config.timeout_lifespan_shutdown
-    drain += config.timeout_shutdown_delay + DRAIN_MARGIN
-    return Limits(
-        healthcheck=config.timeout_worker_healthcheck,
-        boot=config.timeout_worker_boot,
-        drain=drain,
-        memory_mib=None
-        if config.limit_worker_memory is None
-        else float(config.limit_worker_memory),
-    )
 
 
 class Master:
@@ -358,23 +343,13 @@ class Master:
             handle.close_channel()
 
     def _read_channel(self, handle: WorkerHandle) -> None:
-        sock = handle.channel
-        if sock is None:
-            return
         try:
-            data = sock.recv(4096)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._unregister(handle)  # EOF: the process is exiting; SIGCHLD follows
-            return
-        try:
-            messages = handle.decoder.feed(data)
+            messages = handle.receive()
         except ChannelError as exc:
             logger.error("%s sent garbage on its channel (%s)", handle.describe(), exc)
-            self._unregister(handle)
+            messages = None
+        if messages is None:
+            self._unregister(handle)  # EOF: the process is exiting; SIGCHLD follows
             return
         now = self.clock()
         for message in messages:

@@ -29,9 +29,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from corral.errors import ExitCode
+
+if TYPE_CHECKING:
+    from corral.config import Config
 
 #: SIGABRT -> SIGKILL grace: faulthandler writes the stacks in milliseconds; a second or
 #: two also covers a loaded machine. Longer would only keep a hung worker's sockets busy.
@@ -154,6 +157,20 @@ class Backoff:
 
     streak: int = 0
     not_before: float = 0.0
+
+
+def limits_from(config: Config) -> Limits:
+    """The limits a Config sets (drain = graceful + lifespan + shutdown delay + margin)."""
+    drain = config.timeout_graceful_shutdown + config.timeout_lifespan_shutdown
+    drain += config.timeout_shutdown_delay + DRAIN_MARGIN
+    return Limits(
+        healthcheck=config.timeout_worker_healthcheck,
+        boot=config.timeout_worker_boot,
+        drain=drain,
+        memory_mib=None
+        if config.limit_worker_memory is None
+        else float(config.limit_worker_memory),
+    )
 
 
 # --- actions ---------------------------------------------------------------------------

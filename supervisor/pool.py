@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from corral.supervisor.policy import WorkerState, check_transition
-from corral.worker.channel import Decoder
+from corral.worker.channel import Decoder, Message
 
 if TYPE_CHECKING:
     from corral.listeners import Listener
@@ -62,6 +62,20 @@ class WorkerHandle:
         self.state = new
         if deadline is not None:
             self.deadline = deadline
+
+    def receive(self) -> list[Message] | None:
+        """Messages that arrived on the channel; None at EOF (ChannelError on garbage)."""
+        if self.channel is None:
+            return None
+        try:
+            data = self.channel.recv(4096)
+        except BlockingIOError:
+            return []
+        except OSError:
+            return None
+        if not data:
+            return None
+        return self.decoder.feed(data)
 
     def describe(self) -> str:
         return f"worker {self.slot} (pid {self.pid})"
