@@ -124,6 +124,31 @@ CASES: list[WireCase] = [
         seen={"raw_path": b"/", "query": b""},
     ),
     WireCase(
+        "absolute-form-empty-host",
+        "RFC 9110 §4.2.1 (empty host is invalid)",
+        req(b"GET http:///p HTTP/1.1"),
+        400,
+    ),
+    WireCase(
+        "absolute-form-userinfo",
+        "RFC 9110 §4.2.4 (userinfo is invalid in http URIs)",
+        req(b"GET http://u@example.com/p HTTP/1.1"),
+        400,
+    ),
+    WireCase(
+        "absolute-form-other-scheme",
+        "RFC 9112 §3.2.2 (corral is an http origin server)",
+        req(b"GET ftp://example.com/p HTTP/1.1"),
+        400,
+    ),
+    WireCase("fragment-in-target", "RFC 9112 §3.2", req(b"GET /a#frag HTTP/1.1"), 400),
+    WireCase(
+        "unknown-method-and-bad-host",
+        "RFC 9112 §3.2 (400 wins over 501, on both parsers)",
+        req(b"BREW / HTTP/1.1", host=False),
+        400,
+    ),
+    WireCase(
         "asterisk-options",
         "RFC 9112 §3.2.4",
         req(b"OPTIONS * HTTP/1.1"),
@@ -463,6 +488,12 @@ CASES: list[WireCase] = [
         "http10-keep-alive",
         "RFC 9112 §9.3 (keep-alive for 1.0)",
         req(b"GET / HTTP/1.0", b"Connection: keep-alive"),
+        closes=False,
+    ),
+    WireCase(
+        "http10-keep-alive-mixed-case",
+        "RFC 9110 §7.6.1 (connection options are case-insensitive)",
+        req(b"GET / HTTP/1.0", b"Connection: Keep-Alive"),
         closes=False,
     ),
     WireCase(

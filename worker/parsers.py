@@ -301,6 +301,10 @@ class HttptoolsParser(_Framer):
         if not self._callbacks.complete:
             raise ParseError(400, "httptools disagrees on message framing")
         self._callbacks.complete = False
+        if not self._parser.should_keep_alive():
+            # corral decides keep-alive itself (RFC 9112 §9.3); llhttp would refuse any
+            # further byte after a message it considers the last one.
+            self._parser = self._httptools.HttpRequestParser(self._callbacks)
 
 
 # --- h11 ------------------------------------------------------------------------------

@@ -70,7 +70,8 @@ class RequestHead:
 _TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
 #: request-line: token SP target SP HTTP-version. Targets are visible ASCII only (RFC 3986);
 #: raw UTF-8 in a target is refused, as h11 and llhttp both do.
-_REQUEST_LINE = re.compile(rb"([" + _TCHAR + rb"]+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
+#: A "#" (fragment) never belongs in a request target (RFC 9112 §3.2), so it is refused too.
+_REQUEST_LINE = re.compile(rb"([" + _TCHAR + rb"]+) ([\x21\x22\x24-\x7e]+) HTTP/([0-9])\.([0-9])")
 _VERSION_ONLY = re.compile(rb".* HTTP/[0-9]\.[0-9]", re.S)
 #: Field lines: no whitespace before the colon, no obs-fold (a line may not start with
 #: whitespace), no CTL but HTAB in a value (NUL, CR, LF and DEL included), CRLF endings.
@@ -89,7 +90,8 @@ _DIGITS = re.compile(rb"[0-9]{1,18}")
 _HOST = re.compile(
     rb"(?:\[[0-9A-Za-z:.%~\-_!$&'()*+,;=]+\]|[0-9A-Za-z\-._~!$&'()*+,;=%]*)(?::[0-9]*)?"
 )
-_ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://([^/?#]*)([^?#]*)(?:\?([^#]*))?.*", re.S)
+#: absolute-form for the http and https schemes only: corral is an origin server.
+_ABSOLUTE = re.compile(rb"(?i:https?)://([^/?]+)([^?]*)(?:\?(.*))?", re.S)
 _QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
 #: chunk-size [chunk-ext] as llhttp accepts it: no whitespace anywhere (RFC 9112 §7.1.1
 #: allows BWS around ';' and '='; llhttp refuses it, and corral refuses it on both parsers).
@@ -180,7 +182,7 @@ def _request_line_problem(line: bytes) -> str:
         return "malformed request line"
     if not re.fullmatch(rb"[" + _TCHAR + rb"]+", parts[0]):
         return "invalid method"
-    if not re.fullmatch(rb"[\x21-\x7e]+", parts[1]):
+    if not re.fullmatch(rb"[\x21\x22\x24-\x7e]+", parts[1]):
         return "invalid request target"
     if _VERSION_ONLY.fullmatch(line) is None:
         return "malformed HTTP version"
@@ -219,10 +221,6 @@ def interpret(
     ``fields`` have lower-cased names and trimmed values. ``known_methods`` is the set the
     underlying parser can handle (None = any token). Raises :class:`ParseError`.
     """
-    if known_methods is not None and method not in known_methods:
-        raise ParseError(501, "method not implemented")
-    if method == b"CONNECT":
-        raise ParseError(501, "CONNECT not implemented")
     host: bytes | None = None
     hosts = 0
     content_length: bytes | None = None
@@ -285,6 +283,11 @@ def interpret(
     if upgrade and tokens and _has_token(tokens, b"upgrade"):
         upgrade_token = upgrade.lower()
 
+    # 501 only for a request that is otherwise valid, so both parsers agree on the rest.
+    if known_methods is not None and method not in known_methods:
+        raise ParseError(501, "method not implemented")
+    if method == b"CONNECT":
+        raise ParseError(501, "CONNECT not implemented")
     if target[0] == 0x2F:  # "/": origin-form, the common case
         path, _sep, query = target.partition(b"?")
     elif target == b"*":
