@@ -216,6 +216,8 @@ def open_listeners(config: Config) -> list[Listener]:
     if activated:
         names = ", ".join(f"{item.name} ({item.url})" for item in activated)
         logger.info("Using %d socket(s) passed by systemd: %s", len(activated), names)
+        if config.bind or config.uds is not None or config.fd is not None:
+            logger.info("--bind, --uds and --fd are ignored under socket activation")
         return [Listener(item.sock, "systemd", item.url) for item in activated]
     listeners: list[Listener] = []
     try:

@@ -78,6 +78,9 @@ class LevelPrefixFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
+#: uvicorn's name for the same formatter, so migrated --log-config files need one word changed.
+DefaultFormatter = LevelPrefixFormatter
+
 _STATUS_COLOURS = {"1": "bright_white", "2": "green", "3": "yellow", "4": "red", "5": "bright_red"}
 
 

@@ -290,3 +290,18 @@ def test_wsgi_interface_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="WSGIMiddleware"):
         Config(app="x:y", interface="wsgi")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("example", ["hello", "streaming", "lifespan_state"])
+def test_examples_load_from_repository_root(example: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each example loads as examples.NAME:app from the repository root, as documented."""
+    if not (ROOT / "examples" / f"{example}.py").exists():
+        pytest.skip("needs the source checkout")
+    monkeypatch.chdir(ROOT)
+    app = load_app(Config(app=f"examples.{example}:app"))
+    assert detect_interface(app) == "asgi3"
+    doc = sys.modules[f"examples.{example}"].__doc__ or ""
+    assert f"corral examples.{example}:app" in doc
