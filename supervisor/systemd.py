@@ -16,7 +16,14 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, MutableMapping
+from typing import TYPE_CHECKING
+
+from corral.supervisor.policy import WorkerState, reload_complete
+
+if TYPE_CHECKING:
+    from corral.supervisor.master import Master
 
 logger = logging.getLogger("corral.error")
 
@@ -27,6 +34,9 @@ NOTIFY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 # A timeout extension is sent with this much slack beyond corral's own deadline for the phase,
 # so that corral's bounded timeouts always fire before systemd's kill does.
 EXTEND_MARGIN = 5.0
+# While a boot or drain is in progress the extension is repeated this often, so systemd hears
+# from corral regularly even when one long deadline covers the whole phase.
+EXTEND_RESEND = 2.0
 
 Transport = Callable[[bytes], None]
 
@@ -142,6 +152,7 @@ class Notifier:
         self._next_ping = clock() if watchdog is not None else None
         self._last_status: str | None = None
         self._extended_until: float | None = None
+        self._next_extend: float | None = None
         #: The notify variables as read, so a re-executed master can be given them back.
         self.saved_environ: dict[str, str] = dict(environ or {})
 
@@ -188,7 +199,7 @@ class Notifier:
                 self.status(status)
             return False
         self.state = NotifyState.READY
-        self._extended_until = None
+        self._extended_until = self._next_extend = None
         self.send("READY=1", *self._status_lines(status))
         return True
 
@@ -199,7 +210,7 @@ class Notifier:
         if self.state is NotifyState.RELOADING:
             return False
         self.state = NotifyState.RELOADING
-        self._extended_until = None
+        self._extended_until = self._next_extend = None
         lines = ["RELOADING=1", f"MONOTONIC_USEC={self._monotonic_usec()}"]
         self.send(*lines, *self._status_lines(status))
         return True
@@ -209,7 +220,7 @@ class Notifier:
         if self.state is NotifyState.STOPPING:
             return False
         self.state = NotifyState.STOPPING
-        self._extended_until = None
+        self._extended_until = self._next_extend = None
         self.send("STOPPING=1", *self._status_lines(status))
         return True
 
@@ -230,27 +241,41 @@ class Notifier:
         """Ask systemd for ``usec`` more microseconds in the current phase (start or stop)."""
         self.send(f"EXTEND_TIMEOUT_USEC={max(0, int(usec))}")
 
-    def extend_until(self, deadline: float) -> bool:
+    def extend_until(self, deadline: float | None) -> bool:
         """Keep systemd's start/stop timeout from firing before ``deadline`` (on our clock).
 
         The caller passes its own bound for the phase that is still making progress (the
-        slowest booting worker's boot deadline, or the drain deadline). A message is sent when
-        the deadline moves later than the one already announced; in READY nothing is sent,
-        since there the extension would apply to ``RuntimeMaxSec=`` instead.
+        slowest booting worker's boot deadline, or the latest drain deadline), or None when
+        nothing is in progress. The extension is sent when that bound moves later, and again
+        every EXTEND_RESEND seconds until it passes, each time covering what is left plus a
+        margin: systemd keeps waiting exactly as long as corral's own bounds allow. Nothing is
+        sent in READY, where the extension would apply to ``RuntimeMaxSec=`` instead.
         """
-        if self.state is NotifyState.READY:
+        if deadline is None or self.state is NotifyState.READY:
+            self._extended_until = None
+            self._next_extend = None
             return False
-        if self._extended_until is not None and deadline <= self._extended_until:
+        now = self._clock()
+        moved = self._extended_until is None or deadline > self._extended_until
+        due = self._next_extend is not None and now >= self._next_extend
+        if not moved and not due:
             return False
         self._extended_until = deadline
-        remaining = max(0.0, deadline - self._clock()) + EXTEND_MARGIN
+        if now >= deadline:
+            self._next_extend = None  # past our own bound: the caller kills, no more time
+            return False
+        self._next_extend = now + EXTEND_RESEND
+        remaining = deadline - now + EXTEND_MARGIN
         self.extend_timeout(int(remaining * 1_000_000))
         return True
 
     # --- watchdog --------------------------------------------------------------------
     def next_deadline(self) -> float | None:
-        """When the next watchdog ping is due (for the master loop's wait timeout)."""
-        return self._next_ping if self.enabled else None
+        """When the next watchdog ping or extension is due (for the master loop's timeout)."""
+        if not self.enabled:
+            return None
+        due = [t for t in (self._next_ping, self._next_extend) if t is not None]
+        return min(due) if due else None
 
     def tick(self) -> bool:
         """Send WATCHDOG=1 if it is due. Call from the master loop on every turn."""
@@ -266,6 +291,72 @@ class Notifier:
     def close(self) -> None:
         if isinstance(self.transport, DatagramTransport):
             self.transport.close()
+
+
+class MasterNotifier:
+    """Keeps systemd in step with the master: called on master events and every loop turn.
+
+    What to say is derived from the master's state each time, so nothing is missed or sent
+    twice whatever order events arrive in: READY=1 once every worker of the current
+    generation is READY (at startup and when a reload completes or is abandoned),
+    RELOADING=1 when a reload starts, STOPPING=1 when shutdown begins, STATUS= whenever the
+    summary changes, EXTEND_TIMEOUT_USEC= while workers boot or drain, WATCHDOG=1 on time.
+    """
+
+    #: "Recent" restarts in STATUS= are the unexpected worker exits of the last ten minutes.
+    RESTART_WINDOW = 600.0
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+        self.failures: deque[float] = deque()
+
+    def on_event(self, event: str, master: Master) -> None:
+        """A master hook: record failures, then bring systemd up to date at once."""
+        if event == "worker-failed":
+            self.failures.append(master.clock())
+        self.update(master)
+
+    def update(self, master: Master) -> float | None:
+        """Send whatever is due; returns when the master must call again (or None)."""
+        now = master.clock()
+        while self.failures and self.failures[0] < now - self.RESTART_WINDOW:
+            self.failures.popleft()
+        workers = list(master.workers.values())
+        text = self.status_for(master)
+        state = master.state.value
+        notifier = self.notifier
+        if state == "stopping":
+            notifier.stopping(text)
+        elif state == "reloading" and notifier.state is NotifyState.READY:
+            notifier.reloading(text)
+        elif (
+            state == "running"
+            and notifier.state is not NotifyState.READY
+            and reload_complete(workers, master.target)
+        ):
+            notifier.ready(text)
+        notifier.status(text)
+        if state == "stopping":
+            leaving = (WorkerState.DRAINING, WorkerState.QUITTING, WorkerState.ABORTING)
+            deadlines = [w.deadline for w in workers if w.state in leaving]
+        else:
+            deadlines = [w.deadline for w in workers if w.state is WorkerState.BOOTING]
+        notifier.extend_until(max(deadlines) if deadlines else None)
+        notifier.tick()
+        return notifier.next_deadline()
+
+    def status_for(self, master: Master) -> str:
+        if master.state.value == "stopping":
+            left = len(master.workers)
+            return f"Stopping: {left} worker{'s' if left != 1 else ''} still running"
+        target = master.target
+        ready = sum(
+            1
+            for w in master.workers.values()
+            if w.state is WorkerState.READY and w.generation == target.generation
+        )
+        text = status_text(ready, target.workers, target.generation, len(self.failures))
+        return f"Reloading: {text}" if master.state.value == "reloading" else text
 
 
 _process_notifier: Notifier | None = None
