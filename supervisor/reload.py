@@ -31,7 +31,7 @@ class Watcher:
         delay: float = 0.25,
     ) -> None:
         self.dirs = [Path(d).resolve() for d in (list(dirs) or [os.getcwd()])]
-        self.includes = tuple(includes) or DEFAULT_INCLUDES
+        self.includes = DEFAULT_INCLUDES + tuple(includes)
         self.excludes = tuple(excludes)
         self.interval = max(MIN_INTERVAL, delay)
         self._mtimes = self._scan()
