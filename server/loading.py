@@ -42,17 +42,20 @@ class ASGI2Adapter:
         await instance(receive, send)
 
 
+_IMPORTLIB_DIR = os.path.dirname(os.path.abspath(importlib.__file__ or ""))
+
+
+def _is_machinery(filename: str) -> bool:
+    """Frames of this module and of the import system, which say nothing about the bug."""
+    if filename.startswith("<frozen importlib"):
+        return True
+    path = os.path.abspath(filename)
+    return path == os.path.abspath(__file__) or os.path.dirname(path) == _IMPORTLIB_DIR
+
+
 def _user_traceback(exc: BaseException) -> str:
     """The exception's traceback without corral's and importlib's own frames."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    here = os.path.abspath(__file__)
-    kept = [
-        frame
-        for frame in frames
-        if os.path.abspath(frame.filename) != here
-        and "importlib" not in frame.filename
-        and not frame.filename.startswith("<frozen importlib")
-    ]
+    kept = [f for f in traceback.extract_tb(exc.__traceback__) if not _is_machinery(f.filename)]
     lines = ["Traceback (most recent call last):\n"]
     lines += traceback.format_list(kept)
     lines += traceback.format_exception_only(type(exc), exc)
