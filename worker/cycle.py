@@ -1,0 +1,395 @@
+"""One HTTP request/response cycle: the ``receive()`` and ``send()`` an app gets.
+
+The connection protocol (:mod:`corral.worker.http1`) creates a :class:`RequestCycle` per
+request head, feeds it body bytes, and runs :meth:`RequestCycle.run_asgi` as a task. The
+cycle enforces ASGI message order, frames the response through
+:class:`~corral.worker.writer.ResponseFramer`, and turns app failures into a 500 (before the
+response started) or a closed connection (after).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol
+
+from corral.worker.flow import PAUSE_BODY, READ_HIGH_WATER, ClientDisconnected, FlowControl
+from corral.worker.writer import (
+    BodyMode,
+    InvalidResponseHeader,
+    ResponseFramer,
+    simple_response,
+    status_text,
+)
+
+if TYPE_CHECKING:
+    from corral.worker.asgi import ASGIApp, Message
+    from corral.worker.state import ServerState
+
+logger = logging.getLogger("corral.error")
+access_logger = logging.getLogger("corral.access")
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: Bodies up to this size go out in the same write as the head (one copy, one syscall);
+#: bigger ones are written separately rather than copied.
+COALESCE_LIMIT = 65536
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str, *args: object) -> None:
+    """Log an app mistake once per process: a busy app repeating it must not flood logs."""
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning(message, *args)
+
+
+class ResponseState(Enum):
+    WAITING = "waiting"  # no http.response.start yet
+    STARTED = "started"  # start received; the head waits for the first body message
+    STREAMING = "streaming"  # head written, more body to come
+    DISCARDING = "discarding"  # corral answered for the app; the app's body is dropped
+    COMPLETE = "complete"
+
+
+class ASGIProtocolError(RuntimeError):
+    """The app sent an ASGI message that is invalid at this point."""
+
+
+class CycleOwner(Protocol):
+    """What a cycle needs from its connection (implemented by the HTTP/1.1 protocol)."""
+
+    transport: asyncio.Transport
+    flow: FlowControl
+    state: ServerState
+    client_text: str
+
+    def response_complete(self, cycle: RequestCycle) -> None: ...
+
+    def close_connection(self) -> None: ...
+
+
+class RequestCycle:
+    """The ASGI side of one request."""
+
+    __slots__ = (
+        "body_complete",
+        "buffered",
+        "chunks",
+        "conn",
+        "disconnected",
+        "expect_continue",
+        "framer",
+        "headers",
+        "http10",
+        "keep_alive",
+        "no_body",
+        "request_done",
+        "resp",
+        "scope",
+        "status",
+        "waiter",
+    )
+
+    def __init__(
+        self,
+        conn: CycleOwner,
+        scope: dict[str, Any],
+        *,
+        keep_alive: bool,
+        expect_continue: bool,
+        http10: bool,
+        no_body: bool,
+    ) -> None:
+        self.conn = conn
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.http10 = http10
+        self.no_body = no_body  # a HEAD request
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.body_complete = False
+        self.request_done = False  # the final http.request message was handed out
+        self.disconnected = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.resp = ResponseState.WAITING
+        self.status = 0
+        self.headers: Any = ()
+        self.framer: ResponseFramer | None = None
+
+    # --- events from the connection ------------------------------------------------------
+    def on_body(self, data: bytes) -> None:
+        if self.resp is ResponseState.COMPLETE or self.disconnected:
+            return  # nobody will read it; the parser still frames it
+        self.chunks.append(data)
+        self.buffered += len(data)
+        if self.buffered > READ_HIGH_WATER:
+            self.conn.flow.pause_reading(PAUSE_BODY)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def on_body_complete(self) -> None:
+        self.body_complete = True
+        self.expect_continue = False
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def on_disconnect(self) -> None:
+        """The connection is gone (or corral closed it): wake the app, refuse sends."""
+        self.disconnected = True
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    @property
+    def head_written(self) -> bool:
+        return self.resp is not ResponseState.WAITING and self.resp is not ResponseState.STARTED
+
+    # --- receive() -------------------------------------------------------------------------
+    async def receive(self) -> Message:
+        if self.expect_continue:
+            self.expect_continue = False
+            if not self.disconnected and self.resp is ResponseState.WAITING:
+                self.conn.transport.write(CONTINUE)
+        while True:
+            if self.resp is ResponseState.COMPLETE:
+                return {"type": "http.disconnect"}
+            chunks = self.chunks
+            if chunks:
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                self.buffered = 0
+                flow = self.conn.flow
+                if flow.read_paused & PAUSE_BODY:
+                    flow.resume_reading(PAUSE_BODY)
+                more = not self.body_complete
+                self.request_done = not more
+                return {"type": "http.request", "body": body, "more_body": more}
+            if self.body_complete and not self.request_done:
+                self.request_done = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            if self.disconnected:
+                return {"type": "http.disconnect"}
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    # --- send() ----------------------------------------------------------------------------
+    async def send(self, message: Message) -> None:
+        if self.disconnected:
+            raise ClientDisconnected("the client has disconnected")
+        kind = message["type"]
+        resp = self.resp
+        if kind == "http.response.body":
+            if resp is ResponseState.STREAMING:
+                await self._more_body(message)
+            elif resp is ResponseState.STARTED:
+                await self._first_body(message)
+            elif resp is ResponseState.DISCARDING:
+                if not message.get("more_body", False):
+                    self.resp = ResponseState.COMPLETE
+            else:
+                raise self._out_of_order(kind)
+        elif kind == "http.response.start":
+            if resp is not ResponseState.WAITING:
+                raise self._out_of_order(kind)
+            self.status = message["status"]
+            self.headers = message.get("headers", ())
+            self.resp = ResponseState.STARTED
+        else:
+            raise self._out_of_order(kind)
+
+    def _out_of_order(self, kind: object) -> ASGIProtocolError:
+        self.keep_alive = False  # whatever goes out now, the connection won't be reused
+        expected = {
+            ResponseState.WAITING: "'http.response.start'",
+            ResponseState.STARTED: "'http.response.body'",
+            ResponseState.STREAMING: "'http.response.body'",
+        }.get(self.resp, "nothing (the response is complete)")
+        return ASGIProtocolError(f"Expected ASGI message {expected}, but got {kind!r}.")
+
+    async def _first_body(self, message: Message) -> None:
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        conn = self.conn
+        framer = ResponseFramer()
+        try:
+            head = framer.head(
+                self.status,
+                self.headers,
+                conn.state,
+                no_body=self.no_body,
+                http10=self.http10,
+                keep_alive=self.keep_alive,
+                body_len=None if more else len(body),
+            )
+        except (InvalidResponseHeader, TypeError, ValueError, AttributeError) as exc:
+            logger.error(
+                "Refused the app's response for %s: %s; sent 500 instead", self._path(), exc
+            )
+            self.resp = ResponseState.DISCARDING if more else ResponseState.COMPLETE
+            self._answer(500)
+            return
+        self.framer = framer
+        self.keep_alive = framer.keep_alive
+        if conn.state.access_log:
+            self.log_access(self.status)
+        data = framer.frame(body, more)
+        if data:
+            if len(data) <= COALESCE_LIMIT:
+                conn.transport.write(head + data)
+            else:
+                conn.transport.write(head)
+                conn.transport.write(data)
+        else:
+            conn.transport.write(head)
+        if framer.dropped:
+            self._dropped_body()
+        if more:
+            self.resp = ResponseState.STREAMING
+            if framer.overflow:
+                self._overflow()
+            if conn.flow.write_paused:
+                await conn.flow.drain()
+        else:
+            self._finish()
+
+    async def _more_body(self, message: Message) -> None:
+        framer = self.framer
+        if framer is None:  # pragma: no cover - set together with STREAMING
+            raise ASGIProtocolError("response body without a head")
+        more = message.get("more_body", False)
+        overflow = framer.overflow
+        data = framer.frame(message.get("body", b""), more)
+        if data:
+            self.conn.transport.write(data)
+        if framer.dropped:
+            self._dropped_body()
+        if framer.overflow and not overflow:
+            self._overflow()
+        if not more:
+            self._finish()
+        elif self.conn.flow.write_paused:
+            await self.conn.flow.drain()
+
+    def _dropped_body(self) -> None:
+        _warn_once(
+            "dropped",
+            "The app sent a body with a response that can't have one (%s %s); it was dropped."
+            " (Logged once.)",
+            self.scope["method"],
+            self.status,
+        )
+
+    def _overflow(self) -> None:
+        logger.warning(
+            "Response body for %s is longer than its Content-Length; the excess was cut and"
+            " the connection will close.",
+            self._path(),
+        )
+        self.keep_alive = False
+
+    def _finish(self) -> None:
+        self.resp = ResponseState.COMPLETE
+        framer = self.framer
+        if framer is not None:
+            if framer.short:
+                logger.warning(
+                    "Response body for %s is shorter than its Content-Length (%d bytes"
+                    " missing); closing the connection.",
+                    self._path(),
+                    framer.remaining,
+                )
+                self.keep_alive = False
+            elif framer.overflow or framer.mode is BodyMode.CLOSE:
+                self.keep_alive = False
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self.conn.response_complete(self)
+
+    def _answer(self, status: int) -> None:
+        """Send corral's own response in place of the app's (the head was not written)."""
+        conn = self.conn
+        if conn.state.access_log:
+            self.log_access(status)
+        conn.transport.write(simple_response(status, conn.state, close=not self.keep_alive))
+        if self.resp is not ResponseState.DISCARDING:
+            self.resp = ResponseState.COMPLETE
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        conn.response_complete(self)
+
+    def fail(self, status: int) -> None:
+        """Answer ``status`` and close (timeouts, shutdown) if nothing was written yet."""
+        if self.disconnected or self.head_written:
+            return
+        self.keep_alive = False
+        self.resp = ResponseState.DISCARDING
+        self._answer(status)
+        self.on_disconnect()
+
+    # --- running the app ---------------------------------------------------------------------
+    async def run_asgi(self, app: ASGIApp) -> None:
+        try:
+            await app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            if not self.disconnected and self.resp is not ResponseState.COMPLETE:
+                self.conn.close_connection()
+            raise
+        except BaseException as exc:  # nothing an app does may take the server down
+            self._app_failed(exc)
+        else:
+            resp = self.resp
+            if resp is ResponseState.COMPLETE or resp is ResponseState.DISCARDING:
+                return
+            if self.disconnected:
+                return
+            if resp is ResponseState.WAITING:
+                logger.error("ASGI callable returned without starting response.")
+                self._answer(500)
+            elif resp is ResponseState.STARTED:
+                logger.error("ASGI callable returned without completing response.")
+                self._answer(500)
+            else:
+                logger.error("ASGI callable returned without completing response.")
+                self.conn.close_connection()
+
+    def _app_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, ClientDisconnected):
+            logger.debug("Client disconnected during %s", self._path())
+            return
+        logger.error("Exception in ASGI application\n", exc_info=exc)
+        if self.disconnected:
+            return
+        resp = self.resp
+        if resp is ResponseState.WAITING or resp is ResponseState.STARTED:
+            self._answer(500)
+        elif resp is ResponseState.STREAMING:
+            self.conn.close_connection()
+
+    # --- logging -----------------------------------------------------------------------------
+    def _path(self) -> str:
+        scope = self.scope
+        path: str = scope["raw_path"].decode("latin-1")
+        if scope["query_string"]:
+            path += "?" + scope["query_string"].decode("latin-1")
+        return path
+
+    def log_access(self, status: int) -> None:
+        scope = self.scope
+        access_logger.info(
+            '%s - "%s %s HTTP/%s" %s',
+            self.conn.client_text,
+            scope["method"],
+            self._path(),
+            scope["http_version"],
+            status_text(status),
+        )

@@ -1,0 +1,86 @@
+"""Flow control for one connection, both ways.
+
+Reading: the transport is paused while any reason to pause holds (the unread request body
+passed its high-water mark, or pipelined requests are waiting their turn) and resumed when
+none does. Writing: the transport calls ``pause_writing``/``resume_writing`` around its
+buffer's high-water mark, and :meth:`FlowControl.drain` waits for room, failing fast once
+the peer is gone so a sender never waits on a dead connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+#: Pause reading once this much request body sits unread by the app. 64 KiB matches the
+#: socket read size, so one read past the mark is the most that can pile up.
+READ_HIGH_WATER = 65536
+#: Resume once the app has consumed the buffer down to this.
+READ_LOW_WATER = 16384
+
+#: Reasons to pause reading (bit flags).
+PAUSE_BODY = 1  # the app is behind on the request body
+PAUSE_PIPELINE = 2  # a pipelined request waits for the previous response
+
+
+class ClientDisconnected(OSError):
+    """The client has gone: raised by ``send()`` (ASGI spec: an OSError subclass)."""
+
+
+class FlowControl:
+    """Read pausing by reason, and write-side drain waiting."""
+
+    __slots__ = ("_drain_waiter", "_transport", "gone", "read_paused", "write_paused")
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        self.read_paused = 0  # bit set of PAUSE_* reasons in force
+        self.write_paused = False
+        self.gone = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+    # --- reading -----------------------------------------------------------------------
+    def pause_reading(self, reason: int) -> None:
+        if not self.read_paused and not self.gone:
+            self._transport.pause_reading()  # type: ignore[attr-defined]
+        self.read_paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        if self.read_paused & reason:
+            self.read_paused &= ~reason
+            if not self.read_paused and not self.gone:
+                self._transport.resume_reading()  # type: ignore[attr-defined]
+
+    # --- writing -----------------------------------------------------------------------
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is below its high-water mark."""
+        if self.gone:
+            raise ClientDisconnected("connection closed by the peer")
+        if not self.write_paused:
+            return
+        waiter = self._drain_waiter
+        if waiter is None:
+            waiter = self._drain_waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(waiter)
+        if self.gone:
+            raise ClientDisconnected("connection closed by the peer")
+
+    def connection_lost(self) -> None:
+        """Wake every waiter; from now on :meth:`drain` raises at once."""
+        self.gone = True
+        self.write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)

@@ -1,0 +1,450 @@
+"""The HTTP/1.1 connection protocol: one instance per connection, both parsers.
+
+It owns the connection's state (:class:`ConnState`), its one timer (fresh-connection and
+request-head timeout, body stall timeout, keep-alive idle timeout), the pipeline of parsed
+requests answered strictly in order, and the hand-off of WebSocket upgrades. Everything that
+happens inside one request lives in :class:`~corral.worker.cycle.RequestCycle`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from corral.worker.asgi import HTTP_SPEC_VERSION
+from corral.worker.cycle import RequestCycle
+from corral.worker.flow import PAUSE_BODY, PAUSE_PIPELINE, FlowControl
+from corral.worker.parsers import ParseError, ParserLimits, RequestHead, make_parser
+from corral.worker.writer import simple_response
+
+if TYPE_CHECKING:
+    from corral.worker.asgi import ASGIApp, Message, Scope
+    from corral.worker.asgi import ASGIReceive as Receive
+    from corral.worker.asgi import ASGISend as Send
+    from corral.worker.parsers import RequestParser
+    from corral.worker.state import ServerState, ShutdownReason
+
+logger = logging.getLogger("corral.error")
+
+
+class ConnState(Enum):
+    """Where the connection's reading side stands."""
+
+    IDLE = "idle"  # between requests: no byte of the next request head yet
+    HEAD = "head"  # part of a request head has arrived
+    BODY = "body"  # a head was parsed and its body is still arriving
+    FINISHED = "finished"  # no further request will be read (close asked, bad framing, drain)
+    UPGRADED = "upgraded"  # a WebSocket upgrade was parsed; the connection changes hands
+    CLOSED = "closed"
+
+
+class InvalidTransition(RuntimeError):
+    """A connection state change that the protocol does not allow (a corral bug)."""
+
+
+_ALLOWED: dict[ConnState, frozenset[ConnState]] = {
+    ConnState.IDLE: frozenset(
+        {ConnState.HEAD, ConnState.BODY, ConnState.FINISHED, ConnState.UPGRADED}
+    ),
+    ConnState.HEAD: frozenset({ConnState.BODY, ConnState.FINISHED, ConnState.UPGRADED}),
+    ConnState.BODY: frozenset({ConnState.IDLE, ConnState.FINISHED}),
+    ConnState.FINISHED: frozenset(),
+    ConnState.UPGRADED: frozenset(),
+    ConnState.CLOSED: frozenset(),
+}
+
+_ASGI = {"version": "3.0", "spec_version": HTTP_SPEC_VERSION}
+
+
+async def overloaded_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers 503 when ``--limit-concurrency`` is reached, without calling the app."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"Service Unavailable"})
+
+
+class HTTP1Protocol(asyncio.Protocol):
+    """One HTTP/1.1 connection."""
+
+    def __init__(
+        self, state: ServerState, parser_kind: str, limits: ParserLimits, loop: Any = None
+    ) -> None:
+        config = state.config
+        self.state = state
+        self._loop: asyncio.AbstractEventLoop = loop or asyncio.get_running_loop()
+        self._parser_kind = parser_kind
+        self._limits = limits
+        self._root_path = config.root_path
+        self._root_path_raw = config.root_path.encode("utf-8")
+        self._health = config.health_path.encode("utf-8") if config.health_path else None
+        self._ws = config.ws_enabled
+        self._keep_alive_timeout = config.timeout_keep_alive
+        self._head_timeout = config.timeout_request_header
+        self._body_timeout = config.timeout_request_body
+        self._st = ConnState.IDLE
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_body = 0.0
+        self._requests = 0
+        self._active: RequestCycle | None = None  # the cycle whose response is in progress
+        self._parsing: RequestCycle | None = None  # the cycle receiving body bytes
+        self._queue: deque[tuple[RequestCycle, ASGIApp]] = deque()
+        self._request_keep_alive = True
+        self._pending_error: tuple[int, str] | None = None
+        self._upgrade_head: RequestHead | None = None
+        self._draining = False
+        self.client: tuple[str, int] | None = None
+        self.server: tuple[str, int | None] | None = None
+        self.scheme = "http"
+        self.client_text = ""
+
+    # --- state ------------------------------------------------------------------------
+    def _to(self, new: ConnState) -> None:
+        if new is not ConnState.CLOSED and new not in _ALLOWED[self._st]:
+            raise InvalidTransition(f"HTTP connection: {self._st.value} -> {new.value}")
+        self._st = new
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # --- asyncio.Protocol ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        self.flow = FlowControl(transport)
+        self.parser: RequestParser = make_parser(self._parser_kind, self, self._limits)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.client = (str(peer[0]), int(peer[1]))
+            self.client_text = f"{peer[0]}:{peer[1]}"
+        sock = transport.get_extra_info("sockname")
+        if isinstance(sock, tuple) and len(sock) >= 2:
+            self.server = (str(sock[0]), int(sock[1]))
+        elif isinstance(sock, str) and sock:
+            self.server = (sock, None)
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
+        self.state.connections.add(self)
+        # A fresh connection must deliver its first request head within the head timeout.
+        self._timer = self._loop.call_later(self._head_timeout, self._on_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._st = ConnState.CLOSED
+        self._cancel_timer()
+        self.flow.connection_lost()
+        for cycle in (self._active, self._parsing):
+            if cycle is not None:
+                cycle.on_disconnect()
+        for cycle, _ in self._queue:
+            cycle.on_disconnect()
+        self._queue.clear()
+        self._active = self._parsing = None
+        self.state.connections.discard(self)
+        self.state.notify_change()
+
+    def eof_received(self) -> bool | None:
+        return None  # a half-closed client is treated as gone (the transport closes)
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()
+
+    def data_received(self, data: bytes) -> None:
+        st = self._st
+        if st is ConnState.IDLE:
+            self._to(ConnState.HEAD)
+            if self._requests:  # the running timer is the keep-alive one: a head has begun
+                self._cancel_timer()
+        elif st is ConnState.BODY:
+            if self._timer is not None:
+                self._last_body = self._loop.time()
+        elif st is not ConnState.HEAD and st is not ConnState.UPGRADED:
+            return  # FINISHED or CLOSED: bytes after the last request are never parsed
+        try:
+            self.parser.feed(data)
+        except ParseError as exc:
+            self._on_parse_error(exc)
+            return
+        st = self._st
+        if self._timer is None:
+            if st is ConnState.HEAD:
+                self._timer = self._loop.call_later(self._head_timeout, self._on_timeout)
+            elif st is ConnState.BODY:
+                self._last_body = self._loop.time()
+                self._timer = self._loop.call_later(self._body_timeout, self._on_timeout)
+        if st is ConnState.UPGRADED:
+            self._try_handoff()
+
+    # --- parser sink --------------------------------------------------------------------
+    def on_head(self, head: RequestHead) -> bool:
+        self._cancel_timer()
+        if self._draining:
+            self._to(ConnState.FINISHED)  # draining: pipelined requests are not taken
+            return True
+        self._requests += 1
+        state = self.state
+        # While stopping (--timeout-shutdown-delay), every response says Connection: close.
+        keep_alive = self._request_keep_alive = head.keep_alive and not state.draining
+        if head.upgrade == b"websocket" and self._ws and not state.over_limit():
+            self._upgrade_head = head
+            self._to(ConnState.UPGRADED)
+            return True
+        state.total_requests += 1
+        http10 = head.http_version == "1.0"
+        cycle = RequestCycle(
+            self,
+            self._scope(head),
+            keep_alive=keep_alive,
+            expect_continue=head.expect_continue and not http10,
+            http10=http10,
+            no_body=head.method == "HEAD",
+        )
+        self._parsing = cycle
+        self._to(ConnState.BODY)
+        if self._health is not None and head.raw_path == self._health:
+            app: ASGIApp = self._health_app
+        elif state.over_limit():
+            app = overloaded_app
+        else:
+            app = state.app  # type: ignore[assignment]
+        if self._active is None:
+            self._start(cycle, app)
+        else:
+            self._queue.append((cycle, app))
+            self.flow.pause_reading(PAUSE_PIPELINE)
+        return False
+
+    def on_body(self, data: bytes) -> None:
+        cycle = self._parsing
+        if cycle is not None:
+            cycle.on_body(data)
+
+    def on_message_complete(self) -> None:
+        cycle = self._parsing
+        self._parsing = None
+        self._cancel_timer()
+        if cycle is not None:
+            cycle.on_body_complete()
+        if not self._request_keep_alive or self._draining:
+            self._to(ConnState.FINISHED)
+            if self._active is None:
+                self.close_connection()
+            return
+        self._to(ConnState.IDLE)
+        if self._active is None:
+            self._idle()
+
+    # --- scope ----------------------------------------------------------------------------
+    def _scope(self, head: RequestHead) -> dict[str, Any]:
+        raw_path = head.raw_path
+        path = raw_path.decode("latin-1")
+        if b"%" in raw_path:
+            path = unquote(path)  # percent-decoded as UTF-8 (the target is ASCII)
+        root = self._root_path
+        if root:
+            path = root + path
+            raw_path = self._root_path_raw + raw_path
+        return {
+            "type": "http",
+            "asgi": _ASGI.copy(),
+            "http_version": head.http_version,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": head.method,
+            "root_path": root,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": head.query_string,
+            "headers": head.headers,
+            "state": self.state.lifespan_state.copy(),
+            "extensions": {},
+        }
+
+    # --- the pipeline -----------------------------------------------------------------------
+    def _start(self, cycle: RequestCycle, app: ASGIApp) -> None:
+        self._active = cycle
+        self.state.track_task(self._loop.create_task(cycle.run_asgi(app)))
+
+    def response_complete(self, cycle: RequestCycle) -> None:
+        """Called by the active cycle once its response is fully written."""
+        if cycle is not self._active:
+            return
+        self._active = None
+        if self._st is ConnState.CLOSED:
+            return
+        if not cycle.keep_alive or self._draining:
+            self.close_connection()
+            return
+        if self._parsing is cycle:  # answered before its body fully arrived
+            if cycle.expect_continue:  # 100 never sent: the body may or may not come
+                self.close_connection()
+                return
+            self.flow.resume_reading(PAUSE_BODY)  # the rest is read and dropped
+        queue = self._queue
+        if queue:
+            next_cycle, app = queue.popleft()
+            if not queue:
+                self.flow.resume_reading(PAUSE_PIPELINE)
+            self._start(next_cycle, app)
+            return
+        st = self._st
+        if self._pending_error is not None:
+            self._send_error(*self._pending_error)
+        elif st is ConnState.UPGRADED:
+            self._try_handoff()
+        elif st is ConnState.FINISHED:
+            self.close_connection()
+        elif st is ConnState.IDLE:
+            self._idle()
+
+    def _idle(self) -> None:
+        """Nothing in flight and no byte of a next request: the keep-alive clock runs."""
+        self._cancel_timer()
+        self._timer = self._loop.call_later(self._keep_alive_timeout, self._on_timeout)
+
+    # --- timeouts -----------------------------------------------------------------------------
+    def _on_timeout(self) -> None:
+        self._timer = None
+        st = self._st
+        if st is ConnState.IDLE:
+            if self._active is None and not self._queue:
+                self.close_connection()  # keep-alive expired, or a silent fresh connection
+        elif st is ConnState.HEAD:
+            logger.info(
+                "Request head from %s not complete within %ss; sent 408",
+                self.client_text or "client",
+                self._head_timeout,
+            )
+            self._fail_reading(408, "request head timeout")
+        elif st is ConnState.BODY:
+            wait = self._last_body + self._body_timeout - self._loop.time()
+            if self.flow.read_paused:
+                wait = self._body_timeout  # corral paused reading; not the client's stall
+            if wait > 0:
+                self._timer = self._loop.call_later(wait, self._on_timeout)
+                return
+            logger.info(
+                "Request body from %s stalled for %ss; closing",
+                self.client_text or "client",
+                self._body_timeout,
+            )
+            self._fail_reading(408, "request body timeout")
+
+    def _fail_reading(self, status: int, reason: str) -> None:
+        """The request being read can't be completed: answer ``status`` if we still may."""
+        cycle = self._parsing
+        self._parsing = None
+        self._to(ConnState.FINISHED)
+        self._cancel_timer()
+        if cycle is None:  # the failure is in a head: answer after earlier responses
+            if self._active is None:
+                self._send_error(status, reason)
+            else:
+                self._pending_error = (status, reason)
+            return
+        if cycle is self._active:
+            if cycle.head_written:
+                self.close_connection()
+            else:
+                cycle.fail(status)
+            return
+        # A pipelined request that never started: drop it, answer after the earlier ones.
+        self._queue = deque(item for item in self._queue if item[0] is not cycle)
+        cycle.on_disconnect()
+        self._pending_error = (status, reason)
+
+    def _on_parse_error(self, exc: ParseError) -> None:
+        logger.warning(
+            "Invalid HTTP request from %s: %s %s",
+            self.client_text or "client",
+            exc.status,
+            exc.reason,
+        )
+        self._fail_reading(exc.status, exc.reason)
+
+    def _send_error(self, status: int, reason: str) -> None:
+        self._pending_error = None
+        if self._st is not ConnState.CLOSED:
+            self.transport.write(simple_response(status, self.state))
+            self.close_connection()
+
+    # --- closing, draining, hand-off ------------------------------------------------------------
+    def close_connection(self) -> None:
+        """Close after the bytes already written; cycles see a disconnect from now on."""
+        if self._st is ConnState.CLOSED:
+            return
+        self._st = ConnState.CLOSED
+        self._cancel_timer()
+        for cycle in (self._active, self._parsing):
+            if cycle is not None:
+                cycle.on_disconnect()
+        self.transport.close()
+
+    def start_drain(self) -> None:
+        self._draining = True
+        st = self._st
+        if st is ConnState.CLOSED:
+            return
+        active = self._active
+        if active is None and not self._queue and self._parsing is None:
+            self.close_connection()  # idle (or only part of a head): nothing to finish
+            return
+        if active is not None:
+            active.keep_alive = False  # its head says Connection: close if not yet sent
+        for cycle, _ in self._queue:
+            cycle.on_disconnect()
+        self._queue.clear()
+        if self._parsing is None or self._parsing is not active:
+            self._parsing = None
+            if st is not ConnState.FINISHED and st is not ConnState.UPGRADED:
+                self._to(ConnState.FINISHED)
+
+    def shutdown_now(self, reason: ShutdownReason) -> None:
+        if self._st is ConnState.CLOSED:
+            return
+        active = self._active
+        if active is not None and not active.head_written:
+            active.fail(503)
+        self.close_connection()
+
+    def _try_handoff(self) -> None:
+        """Give the connection to the WebSocket protocol once earlier responses are out."""
+        head = self._upgrade_head
+        if head is None or self._st is not ConnState.UPGRADED:
+            return
+        if self._active is not None or self._queue:
+            self.flow.pause_reading(PAUSE_PIPELINE)
+            return
+        self._upgrade_head = None
+        self._cancel_timer()
+        self.flow.resume_reading(PAUSE_PIPELINE | PAUSE_BODY)
+        self.state.connections.discard(self)
+        from corral.worker.websocket import upgrade
+
+        upgrade(self.state, self.transport, self._scope(head), self.parser.unconsumed())
+
+    # --- built-in health check ------------------------------------------------------------------
+    async def _health_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        status, body = (503, b"draining") if self.state.draining else (200, b"OK")
+        message: Message = {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+        }
+        await send(message)
+        await send({"type": "http.response.body", "body": body})

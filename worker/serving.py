@@ -1,0 +1,274 @@
+"""The serving unit: :class:`Server` runs lifespan, accepts connections, drains, stops.
+
+The single process (:func:`corral.worker.process.run_single`) and every forked worker run
+the same :class:`Server`; only who owns the listening sockets and the signals differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from corral.worker.http1 import HTTP1Protocol
+from corral.worker.lifespan import Lifespan
+from corral.worker.parsers import ParserLimits
+from corral.worker.state import ServerState, ShutdownReason
+
+if TYPE_CHECKING:
+    from corral.config import Config
+    from corral.listeners import Listener
+    from corral.worker.asgi import ASGIApp
+
+logger = logging.getLogger("corral.error")
+
+#: After the drain deadline, cancelled app tasks get this long to unwind.
+CANCEL_GRACE = 1.0
+
+
+def parser_kind(config: Config) -> str:
+    """ "httptools" when asked for or (auto) installed, else "h11"."""
+    if config.http == "h11":
+        return "h11"
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        if config.http == "httptools":
+            from corral.errors import ConfigError
+
+            raise ConfigError("--http", "httptools is not installed") from None
+        return "h11"
+    return "httptools"
+
+
+class Acceptor:
+    """Accepts connections from one listening socket shared with sibling workers.
+
+    ``loop.create_server`` accepts until the queue is empty, so with several forked workers
+    on one socket whichever wakes first takes every waiting connection. Taking at most
+    :attr:`batch` per wake-up leaves the rest to the siblings, which spreads the load.
+    """
+
+    #: Connections accepted per readiness callback: enough to keep up with bursts in one
+    #: loop turn, few enough that a sibling woken by the same event finds work too.
+    batch = 8
+    #: Pause after EMFILE/ENFILE/ENOBUFS/ENOMEM so a process out of descriptors doesn't spin.
+    overload_pause = 0.5
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        protocol_factory: Callable[[], asyncio.Protocol],
+    ) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._factory = protocol_factory
+        self._tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
+        self._reading = False
+        self._pending: set[asyncio.Task[Any]] = set()
+
+    def start(self) -> None:
+        if not self._reading:
+            self._loop.add_reader(self._sock.fileno(), self._on_readable)
+            self._reading = True
+
+    def stop(self) -> None:
+        if self._reading:
+            self._loop.remove_reader(self._sock.fileno())
+            self._reading = False
+
+    def _on_readable(self) -> None:
+        for _ in range(self.batch):
+            try:
+                conn, _addr = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    logger.error("Out of resources accepting connections (%s); pausing", exc)
+                    self.stop()
+                    self._loop.call_later(self.overload_pause, self.start)
+                    return
+                raise
+            conn.setblocking(False)
+            if self._tcp:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = self._loop.create_task(self._loop.connect_accepted_socket(self._factory, conn))
+            self._pending.add(task)
+            task.add_done_callback(self._connected)
+
+    def _connected(self, task: asyncio.Task[Any]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.debug("Connection setup failed: %s", task.exception())
+
+
+class Server:
+    """One serving process's server (see the module docstring)."""
+
+    def __init__(self, config: Config, app: ASGIApp | None = None) -> None:
+        self.config = config
+        self.state = ServerState(config, app)
+        self.started = False
+        self.force_exit = False
+        self.shutdown_reason = ShutdownReason.STOP
+        #: Seconds to keep serving with ``Connection: close`` before stopping (SIGTERM).
+        self.lame_duck = 0.0
+        self._should_exit = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._acceptors: list[Acceptor] = []
+        self._servers: list[asyncio.AbstractServer] = []
+        self._own_listeners: list[Listener] = []
+        self._lifespan: Lifespan | None = None
+
+    # --- stopping ------------------------------------------------------------------------
+    @property
+    def should_exit(self) -> bool:
+        return self._should_exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._should_exit = value
+        if value:
+            self._notify()
+
+    def _notify(self) -> None:
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(wake.set)
+
+    def request_stop(
+        self,
+        reason: ShutdownReason = ShutdownReason.STOP,
+        *,
+        immediate: bool = False,
+        lame_duck: bool = False,
+    ) -> None:
+        """Stop gracefully (or at once); safe from signal handlers and other threads.
+
+        ``lame_duck`` first keeps serving for ``--timeout-shutdown-delay`` seconds with
+        ``Connection: close`` (and the health path answering 503), so load balancers take
+        the instance out of rotation before it stops accepting.
+        """
+        self.shutdown_reason = reason
+        if lame_duck and not immediate:
+            self.lame_duck = self.config.timeout_shutdown_delay
+        if immediate:
+            self.force_exit = True
+        self.should_exit = True
+
+    # --- serving -------------------------------------------------------------------------
+    async def serve(
+        self,
+        sockets: list[socket.socket] | None = None,
+        on_started: Callable[[], None] | None = None,
+    ) -> None:
+        """Start up, serve until asked to stop, then drain and shut down (see the guide)."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        if self._should_exit:
+            self._wake.set()
+        if self.state.app is None:
+            from corral.loading import load_app
+
+            self.state.app = load_app(self.config)
+        pid = os.getpid()
+        logger.info("Started server process [%d]", pid)
+        await self._startup(sockets)
+        if on_started is not None:
+            on_started()
+        await self._wake.wait()
+        await self._shutdown()
+        logger.info("Finished server process [%d]", pid)
+
+    async def _startup(self, sockets: list[socket.socket] | None) -> None:
+        state, config = self.state, self.config
+        app = state.app
+        if app is None:  # pragma: no cover - set by serve()
+            raise RuntimeError("no app to serve")
+        self._lifespan = Lifespan(app, config.lifespan, state.lifespan_state)
+        await self._lifespan.startup()
+        state.refresh_logging()
+        loop = self._loop
+        if loop is None:  # pragma: no cover - set by serve()
+            raise RuntimeError("serve() not running")
+        if sockets is None:
+            from corral.listeners import open_listeners
+
+            self._own_listeners = open_listeners(config)
+            sockets = [listener.sock for listener in self._own_listeners]
+        state.clock.start(loop)
+        factory = functools.partial(
+            HTTP1Protocol, state, parser_kind(config), ParserLimits.from_config(config), loop
+        )
+        for sock in sockets:
+            if config.supervised:
+                acceptor = Acceptor(loop, sock, factory)
+                acceptor.start()
+                self._acceptors.append(acceptor)
+            else:  # alone on the socket: the loop's own accept path is the fastest
+                server = await loop.create_server(factory, sock=sock, backlog=config.backlog)
+                self._servers.append(server)
+        self.started = True
+        if self._own_listeners:
+            from corral.logging import banner_lines
+
+            for line in banner_lines(self._own_listeners):
+                logger.info(line)
+
+    async def _shutdown(self) -> None:
+        state = self.state
+        if self.lame_duck > 0 and not self.force_exit:
+            state.draining = True  # health answers 503; responses carry Connection: close
+            self._wake = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.lame_duck)
+            except TimeoutError:
+                pass
+        logger.info("Shutting down")
+        for acceptor in self._acceptors:
+            acceptor.stop()
+        for server in self._servers:
+            server.close()
+        state.draining = True
+        for conn in list(state.connections):
+            conn.start_drain()
+        if not self.force_exit and (state.connections or state.tasks):
+            self._wake = asyncio.Event()
+            idle = asyncio.ensure_future(state.wait_idle())
+            forced = asyncio.ensure_future(self._wake.wait())
+            timeout = self.config.timeout_graceful_shutdown
+            await asyncio.wait({idle, forced}, timeout=timeout, return_when="FIRST_COMPLETED")
+            idle.cancel()
+            forced.cancel()
+            if state.connections or state.tasks:
+                logger.info(
+                    "Graceful shutdown ended with %d connections and %d tasks still open;"
+                    " closing them.",
+                    len(state.connections),
+                    len(state.tasks),
+                )
+        for conn in list(state.connections):
+            conn.shutdown_now(self.shutdown_reason)
+        tasks = list(state.tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=CANCEL_GRACE)
+        if self._lifespan is not None and not self.force_exit:
+            await self._lifespan.shutdown(self.config.timeout_lifespan_shutdown)
+        state.clock.stop()
+        if self._own_listeners:
+            from corral.listeners import close_listeners
+
+            close_listeners(self._own_listeners)
+            self._own_listeners = []

@@ -1,0 +1,211 @@
+"""Response framing, with no I/O: status lines, header checks, and body framing.
+
+:class:`ResponseFramer` turns an app's ``http.response.start`` headers into the bytes of the
+response head and then frames each body chunk (Content-Length, chunked, or close-delimited),
+so every framing rule is testable without a socket:
+
+- an app header name or value with CR, LF or NUL is refused (:class:`InvalidResponseHeader`)
+  so nothing can be injected on the wire;
+- HEAD, 1xx, 204 and 304 responses never carry a body;
+- HTTP/1.0 is never sent chunked: without a length the response is close-delimited;
+- a body longer than its Content-Length is cut, a shorter one is flagged; either way the
+  caller closes the connection afterwards.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from http import HTTPStatus
+from typing import Protocol
+
+
+class InvalidResponseHeader(ValueError):
+    """The app's response headers can't be sent safely."""
+
+
+class BodyMode(Enum):
+    NONE = "none"  # no body may follow (HEAD, 1xx, 204, 304)
+    LENGTH = "length"  # exactly Content-Length bytes
+    CHUNKED = "chunked"  # Transfer-Encoding: chunked
+    CLOSE = "close"  # delimited by closing the connection (HTTP/1.0 without a length)
+
+
+class HeaderDefaults(Protocol):
+    """The per-process default headers (see :class:`corral.worker.state.ServerState`)."""
+
+    header_block: bytes
+    default_names: frozenset[bytes]
+
+    def header_block_without(self, exclude: set[bytes]) -> bytes: ...
+
+
+_STATUS_LINES: dict[int, bytes] = {}
+_STATUS_TEXT: dict[int, str] = {}
+
+
+def status_text(status: int) -> str:
+    """``"200 OK"``: the status with its reason phrase, as the access log shows it."""
+    text = _STATUS_TEXT.get(status)
+    if text is None:
+        try:
+            text = f"{status} {HTTPStatus(status).phrase}"
+        except ValueError:
+            text = str(status)
+        _STATUS_TEXT[status] = text
+    return text
+
+
+def status_line(status: int) -> bytes:
+    """The cached ``HTTP/1.1 <status> <phrase>\\r\\n`` line."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 " + status_text(status).encode("ascii") + b"\r\n"
+        if len(_STATUS_LINES) < 1000:  # statuses are 3 digits; the bound is a formality
+            _STATUS_LINES[status] = line
+    return line
+
+
+_CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION = 1, 2, 3
+_SPECIAL = {
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"connection": _CONNECTION,
+}
+
+
+class ResponseFramer:
+    """Builds one response head and frames its body; records what went wrong."""
+
+    __slots__ = ("dropped", "keep_alive", "mode", "overflow", "remaining", "short")
+
+    def __init__(self) -> None:
+        self.mode = BodyMode.NONE
+        self.remaining = 0
+        self.keep_alive = True
+        self.dropped = False  # the app sent body bytes where none may go
+        self.overflow = False  # more bytes than Content-Length (cut)
+        self.short = False  # fewer bytes than Content-Length
+
+    def head(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...],
+        defaults: HeaderDefaults,
+        *,
+        no_body: bool,
+        http10: bool,
+        keep_alive: bool,
+        body_len: int | None,
+    ) -> bytes:
+        """The response head bytes; sets :attr:`mode` and :attr:`keep_alive`.
+
+        ``no_body`` is True for HEAD requests; 1xx, 204 and 304 are detected here.
+        ``body_len`` is the whole body's length when the app's first body message was also
+        its last, so a Content-Length can be sent instead of chunking.
+        Raises :class:`InvalidResponseHeader` (or TypeError for non-bytes headers).
+        """
+        if not isinstance(status, int) or not 100 <= status <= 999:
+            raise InvalidResponseHeader(f"invalid status {status!r}")
+        no_body = no_body or status < 200 or status == 204 or status == 304
+        length = -1
+        app_chunked = close_by_app = has_connection = False
+        overridden: set[bytes] | None = None
+        names = defaults.default_names
+        lines = []
+        for name, value in headers:
+            lname = name.lower()
+            kind = _SPECIAL.get(lname)
+            if kind is not None:
+                if kind == _CONTENT_LENGTH:
+                    if length >= 0 or not value.isdigit():
+                        raise InvalidResponseHeader(f"bad or repeated Content-Length {value!r}")
+                    length = int(value)
+                elif kind == _TRANSFER_ENCODING:
+                    app_chunked = b"chunked" in value.lower()
+                    if http10:
+                        continue  # HTTP/1.0 has no transfer codings
+                else:
+                    has_connection = True
+                    close_by_app = close_by_app or b"close" in value.lower()
+            elif lname in names:
+                if overridden is None:
+                    overridden = set()
+                overridden.add(lname)
+            lines.append(b"%s: %s\r\n" % (name, value))
+        block = b"".join(lines)
+        # Each line ends in exactly one CRLF; any other CR, LF or NUL came from the app.
+        if block.count(b"\n") != len(lines) or block.count(b"\r") != len(lines) or b"\0" in block:
+            raise InvalidResponseHeader("CR, LF or NUL in a response header")
+        if app_chunked and length >= 0:
+            raise InvalidResponseHeader("both Content-Length and Transfer-Encoding")
+
+        keep_alive = keep_alive and not close_by_app
+        extra = b""
+        if no_body:
+            mode = BodyMode.NONE
+        elif length >= 0:
+            mode = BodyMode.LENGTH
+        elif app_chunked and not http10:
+            mode = BodyMode.CHUNKED
+        elif body_len is not None:
+            mode, length = BodyMode.LENGTH, body_len
+            extra = b"content-length: %d\r\n" % body_len
+        elif http10:
+            mode, keep_alive = BodyMode.CLOSE, False
+        else:
+            mode = BodyMode.CHUNKED
+            extra = b"transfer-encoding: chunked\r\n"
+        if not keep_alive:
+            if not close_by_app:
+                extra += b"connection: close\r\n"
+        elif http10 and not has_connection:
+            extra += b"connection: keep-alive\r\n"
+        self.mode, self.remaining, self.keep_alive = mode, max(length, 0), keep_alive
+        default_block = (
+            defaults.header_block
+            if overridden is None
+            else defaults.header_block_without(overridden)
+        )
+        return status_line(status) + default_block + block + extra + b"\r\n"
+
+    def frame(self, data: bytes, more: bool) -> bytes:
+        """The wire bytes for one body message (``more`` False for the last one)."""
+        mode = self.mode
+        if mode is BodyMode.LENGTH:
+            size = len(data)
+            if size > self.remaining:
+                self.overflow = True
+                data = data[: self.remaining]
+                size = self.remaining
+            self.remaining -= size
+            if not more and self.remaining:
+                self.short = True
+            return data
+        if mode is BodyMode.CHUNKED:
+            if data:
+                if more:
+                    return b"%x\r\n%b\r\n" % (len(data), data)
+                return b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data)
+            return b"" if more else b"0\r\n\r\n"
+        if mode is BodyMode.CLOSE:
+            return data
+        if data:
+            self.dropped = True
+        return b""
+
+
+def simple_response(
+    status: int, defaults: HeaderDefaults, body: bytes | None = None, *, close: bool = True
+) -> bytes:
+    """A complete plain-text response corral sends on its own (errors, health checks)."""
+    if body is None:
+        body = HTTPStatus(status).phrase.encode("ascii") if status != 408 else b"Request Timeout"
+    return b"".join(
+        (
+            status_line(status),
+            defaults.header_block,
+            b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n" if close else b"\r\n",
+            body,
+        )
+    )
