@@ -309,9 +309,25 @@ class MasterNotifier:
     def __init__(self, notifier: Notifier) -> None:
         self.notifier = notifier
         self.failures: deque[float] = deque()
+        self._restored = False
 
     def on_event(self, event: str, master: Master) -> None:
-        """A master hook: record failures, then bring systemd up to date at once."""
+        """A master hook: record failures, then bring systemd up to date at once.
+
+        Before the master re-executes itself in place (``--preload`` reload) systemd hears
+        RELOADING=1 from this image, and the notify variables go back into the environment
+        so the new image (same pid) can say READY=1 and keep the watchdog fed.
+        """
+        if event == "reexec":
+            if self.notifier.state is NotifyState.READY:
+                self.notifier.reloading(self.status_for(master))
+            os.environ.update(self.notifier.saved_environ)
+            self._restored = True
+            return
+        if self._restored:  # the exec failed and this image carries on
+            self._restored = False
+            for name in NOTIFY_VARIABLES:
+                os.environ.pop(name, None)
         if event == "worker-failed":
             self.failures.append(master.clock())
         self.update(master)
