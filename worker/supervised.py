@@ -91,7 +91,8 @@ def run_worker(
 ) -> ExitCode:
     """Serve as worker ``slot`` of ``generation`` until drained, stopped or orphaned."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    faulthandler.register(signal.SIGABRT, file=sys.stderr, all_threads=True, chain=True)
+    # enable() covers SIGABRT (register() may not take it): dump every thread, then die.
+    faulthandler.enable(file=sys.stderr, all_threads=True)
     link = Link(channel_sock)
     link.send(channel.booting(os.getpid()))
     if app is None:
@@ -196,7 +197,9 @@ async def _serve(config: Config, listeners: list[Listener], link: Link, app: Any
     loop = asyncio.get_running_loop()
     server = Server(config, app)
     hooks = _Supervised(config, server, link)
-    loop.add_signal_handler(signal.SIGTERM, server.request_stop, ShutdownReason.STOP)
+    loop.add_signal_handler(
+        signal.SIGTERM, lambda: server.request_stop(ShutdownReason.STOP, lame_duck=True)
+    )
     loop.add_signal_handler(
         signal.SIGQUIT, lambda: server.request_stop(ShutdownReason.STOP, immediate=True)
     )
