@@ -285,7 +285,7 @@ async def app(scope, receive, send):
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-    body = b"hello from corral"
+    body = os.environ.get("GREETING", "hello from corral").encode()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
@@ -322,15 +322,22 @@ class Running:
 def start(tmp_path: Path) -> Iterator[Any]:
     procs: list[subprocess.Popen[str]] = []
 
-    def run(*args: str, env: dict[str, str] | None = None) -> Running:
+    def run(
+        *args: str,
+        env: dict[str, str] | None = None,
+        app: str = "main:app",
+        cwd: Path = tmp_path,
+        stdout: int = subprocess.DEVNULL,
+        listen: tuple[str, ...] = ("--port", "0"),
+    ) -> Running:
         write_app(tmp_path, E2E_APP)
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
         full_env.update(env or {})
         proc = subprocess.Popen(
-            [sys.executable, "-m", "corral", "main:app", "--port", "0", *args],
-            cwd=tmp_path,
+            [sys.executable, "-m", "corral", app, *listen, *args],
+            cwd=cwd,
             env=full_env,
-            stdout=subprocess.DEVNULL,
+            stdout=stdout,
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -379,3 +386,101 @@ def test_lifespan_startup_failure_exits_3(start: Any) -> None:
     code, stderr = server.finish()
     assert code == 3, stderr
     assert "no database" in stderr
+
+
+@needs_worker
+def test_sigint_stops_cleanly(start: Any) -> None:
+    """SIGINT (Ctrl+C) is a graceful stop with exit 0."""
+    server = start()
+    server.wait_for(BANNER)
+    server.proc.send_signal(signal.SIGINT)
+    code, stderr = server.finish()
+    assert code == 0, stderr
+    assert "Application shutdown complete." in stderr
+
+
+@needs_worker
+def test_access_log_on_stdout(start: Any) -> None:
+    """Access lines go to stdout in uvicorn's format; lifecycle lines stay on stderr."""
+    server = start(stdout=subprocess.PIPE)
+    port = int(server.wait_for(BANNER).group(1))
+    assert httpx.get(f"http://127.0.0.1:{port}/a?b=1", timeout=DEADLINE).status_code == 200
+    server.proc.send_signal(signal.SIGTERM)
+    stdout, stderr = server.proc.communicate(timeout=DEADLINE)
+    assert re.fullmatch(r'INFO:     127\.0\.0\.1:\d+ - "GET /a\?b=1 HTTP/1\.1" 200 OK\n', stdout), (
+        stdout
+    )
+    assert "GET /a" not in stderr
+
+
+@needs_worker
+def test_no_access_log(start: Any) -> None:
+    """--no-access-log leaves stdout empty."""
+    server = start("--no-access-log", stdout=subprocess.PIPE)
+    port = int(server.wait_for(BANNER).group(1))
+    assert httpx.get(f"http://127.0.0.1:{port}/", timeout=DEADLINE).status_code == 200
+    server.proc.send_signal(signal.SIGTERM)
+    stdout, _ = server.proc.communicate(timeout=DEADLINE)
+    assert stdout == ""
+
+
+@needs_worker
+def test_env_file_reaches_the_app(start: Any, tmp_path: Path) -> None:
+    """Variables from --env-file are in the app's environment."""
+    (tmp_path / "app.env").write_text('export GREETING="from the env file" # comment\n')
+    server = start("--env-file", "app.env")
+    port = int(server.wait_for(BANNER).group(1))
+    assert httpx.get(f"http://127.0.0.1:{port}/", timeout=DEADLINE).text == "from the env file"
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.finish()[0] == 0
+
+
+@needs_worker
+def test_serves_unix_socket_and_removes_it(start: Any, tmp_path: Path) -> None:
+    """--uds serves HTTP on the socket file, logs it in the banner, and removes it at exit."""
+    path = tmp_path / "corral.sock"
+    server = start(listen=("--uds", str(path)))
+    server.wait_for(re.escape(f"corral running on unix socket {path} (Press CTRL+C to quit)"))
+    transport = httpx.HTTPTransport(uds=str(path))
+    with httpx.Client(transport=transport, timeout=DEADLINE) as client:
+        assert client.get("http://localhost/").text == "hello from corral"
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.finish()[0] == 0
+    assert not path.exists()
+
+
+@needs_worker
+def test_several_listeners_each_get_a_banner(start: Any) -> None:
+    """Two --bind addresses are both served, each with its own banner line."""
+    server = start(listen=("--bind", "127.0.0.1:0", "--bind", "127.0.0.1:0"))
+    ports = [int(server.wait_for(BANNER).group(1)) for _ in range(2)]
+    assert ports[0] != ports[1]
+    for port in ports:
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=DEADLINE).status_code == 200
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.finish()[0] == 0
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@needs_worker
+@pytest.mark.parametrize(
+    ("example", "expected"),
+    [
+        ("hello", "Hello, world!\n"),
+        ("streaming", "line 1\nline 2\n"),
+        ("lifespan_state", "requests served"),
+    ],
+)
+def test_examples_serve(start: Any, example: str, expected: str) -> None:
+    """Each example serves with the command in its docstring, run from the repository root."""
+    if not (ROOT / "examples" / f"{example}.py").exists():
+        pytest.skip("needs the source checkout")
+    server = start(app=f"examples.{example}:app", cwd=ROOT)
+    port = int(server.wait_for(BANNER).group(1))
+    response = httpx.get(f"http://127.0.0.1:{port}/?count=2", timeout=DEADLINE)
+    assert response.status_code == 200
+    assert expected in response.text
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.finish()[0] == 0
