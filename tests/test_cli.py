@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -228,7 +229,7 @@ def test_address_in_use_exits_1(tmp_path: Path) -> None:
 
 
 needs_worker = pytest.mark.skipif(
-    not (Path(__file__).resolve().parent.parent / "worker" / "process.py").exists(),
+    importlib.util.find_spec("corral.worker.process") is None,
     reason="corral.worker.process has not landed",
 )
 
