@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 from corral.supervisor.policy import WorkerState, reload_complete
 
 if TYPE_CHECKING:
+    import asyncio
+
     from corral.supervisor.master import Master
 
 logger = logging.getLogger("corral.error")
@@ -373,6 +375,40 @@ class MasterNotifier:
         )
         text = status_text(ready, target.workers, target.generation, len(self.failures))
         return f"Reloading: {text}" if master.state.value == "reloading" else text
+
+
+class SingleProcessNotifier:
+    """sd_notify for single-process mode, called by the server with "ready" and "stopping".
+
+    "ready" comes from inside the running event loop once lifespan startup is done and the
+    sockets are served; the watchdog pings are then scheduled on that same loop, so a loop
+    blocked by the application stops feeding the watchdog and systemd restarts the service.
+    """
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __call__(self, event: str) -> None:
+        if event == "ready":
+            self.notifier.ready("Serving (single process)")
+            if self.notifier.enabled and self.notifier.watchdog is not None:
+                self._ping()
+        elif event == "stopping":
+            self.notifier.stopping("Stopping")
+
+    def _ping(self) -> None:
+        import asyncio
+
+        self.notifier.tick()
+        interval = self.notifier.watchdog
+        if interval is not None:
+            self._timer = asyncio.get_running_loop().call_later(interval, self._ping)
+
+
+def single_process_notifier() -> SingleProcessNotifier:
+    """The ``notify`` callback ``serve_config`` gives ``run_single`` (reads the environment)."""
+    return SingleProcessNotifier(Notifier.from_environ())
 
 
 _process_notifier: Notifier | None = None
