@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -299,24 +300,34 @@ class Running:
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         self.proc = proc
         self.lines: list[str] = []
+        self._pending = ""
 
     def wait_for(self, pattern: re.Pattern[str] | str) -> re.Match[str]:
+        """The first match in the next stderr lines; fails at the deadline or at exit."""
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         deadline = time.monotonic() + DEADLINE
         assert self.proc.stderr is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            self.lines.append(line)
-            match = regex.search(line)
-            if match:
-                return match
-        raise AssertionError(f"{regex.pattern!r} not seen; stderr so far:\n{''.join(self.lines)}")
+        fd = self.proc.stderr.fileno()
+        while True:
+            while "\n" in self._pending:
+                line, self._pending = self._pending.split("\n", 1)
+                self.lines.append(line + "\n")
+                match = regex.search(line)
+                if match:
+                    return match
+            remaining = deadline - time.monotonic()
+            chunk = b""
+            if remaining > 0 and select.select([fd], [], [], remaining)[0]:
+                chunk = os.read(fd, 65536)
+            if not chunk:
+                raise AssertionError(
+                    f"{regex.pattern!r} not seen; stderr so far:\n{''.join(self.lines)}"
+                )
+            self._pending += chunk.decode(errors="replace")
 
     def finish(self) -> tuple[int, str]:
         _, rest = self.proc.communicate(timeout=DEADLINE)
-        return self.proc.returncode, "".join(self.lines) + rest
+        return self.proc.returncode, "".join(self.lines) + self._pending + rest
 
 
 @pytest.fixture
