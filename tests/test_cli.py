@@ -496,3 +496,48 @@ def test_examples_serve(start: Any, example: str, expected: str) -> None:
     assert expected in response.text
     server.proc.send_signal(signal.SIGTERM)
     assert server.finish()[0] == 0
+
+
+@needs_worker
+def test_workers_flag_runs_the_master(start: Any) -> None:
+    """--workers goes through the master: banner, 'Started parent process', serving, exit 0."""
+    server = start("--workers", "1")
+    port = int(server.wait_for(BANNER).group(1))
+    server.wait_for(r"Started parent process \[\d+\]")
+    server.wait_for("Application startup complete.")
+    assert httpx.get(f"http://127.0.0.1:{port}/", timeout=DEADLINE).status_code == 200
+    server.proc.send_signal(signal.SIGTERM)
+    code, stderr = server.finish()
+    assert code == 0, stderr
+
+
+EMBED = """
+import sys
+import corral
+from main import app
+sys.exit(corral.run(app, port=0, lifespan="off", log_level="info"))
+"""
+
+
+@needs_worker
+def test_run_api_with_app_object(tmp_path: Path) -> None:
+    """corral.run(app_object, **settings) serves the object and returns the exit code."""
+    write_app(tmp_path, E2E_APP)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EMBED],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    server = Running(proc)
+    try:
+        port = int(server.wait_for(BANNER).group(1))
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=DEADLINE).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        code, stderr = server.finish()
+        assert code == 0, stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
