@@ -226,7 +226,8 @@ class RequestCycle:
                 conn.state,
                 no_body=self.no_body,
                 http10=self.http10,
-                keep_alive=self.keep_alive,
+                # 100 never sent: the client may or may not send the body, so close after.
+                keep_alive=self.keep_alive and not self.expect_continue,
                 body_len=None if more else len(body),
             )
         except (InvalidResponseHeader, TypeError, ValueError, AttributeError) as exc:
@@ -317,6 +318,8 @@ class RequestCycle:
     def _answer(self, status: int) -> None:
         """Send corral's own response in place of the app's (the head was not written)."""
         conn = self.conn
+        if self.expect_continue:
+            self.keep_alive = False  # the client may still send the body it announced
         if conn.state.access_log:
             self.log_access(status)
         conn.transport.write(simple_response(status, conn.state, close=not self.keep_alive))
