@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -346,3 +348,254 @@ def test_systemd_socket_activate_passes_named_sockets(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --- corral itself, socket-activated -------------------------------------------------------
+# The app the end-to-end tests serve: "/" names the serving pid, "/env" shows what the app
+# sees of the activation and notify variables, "/spawn" lists the descriptors a program it
+# runs would inherit (close_fds=False, as os.system would), "/slow?S" answers after S seconds.
+APP = r"""
+import asyncio, json, os, subprocess, sys
+
+LISTER = (
+    "import os\n"
+    "fds = []\n"
+    "for fd in range(3, 1024):\n"
+    "    try:\n"
+    "        os.fstat(fd)\n"
+    "    except OSError:\n"
+    "        continue\n"
+    "    fds.append(fd)\n"
+    "print(fds, end='')\n"
+)
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    path = scope["path"]
+    if path == "/env":
+        names = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC")
+        body = json.dumps({name: os.environ.get(name) for name in names})
+    elif path == "/spawn":
+        body = subprocess.run(
+            [sys.executable, "-c", LISTER], close_fds=False, capture_output=True, text=True
+        ).stdout
+    elif path == "/orphan":
+        # The shell exits at once; its background child is re-parented to PID 1.
+        os.system("sleep 0.3 &")
+        body = "spawned"
+    else:
+        if path == "/slow":
+            await asyncio.sleep(float(scope["query_string"] or b"1"))
+        body = f"pid={os.getpid()}"
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": body.encode()})
+"""
+
+
+def write_app(directory: Path) -> list[str]:
+    """Write the test app into ``directory``; returns the corral arguments to serve it."""
+    (directory / "sysapp.py").write_text(APP)
+    return ["sysapp:app", "--app-dir", str(directory)]
+
+
+def corral_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "corral", *args]
+
+
+class LogFile:
+    """A process's stderr in a file the test polls (no pipes to fill up)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.handle = open(path, "wb")  # noqa: SIM115 (closed by close())
+
+    def text(self) -> str:
+        return self.path.read_text(errors="replace")
+
+    def wait(self, needle: str, count: int = 1, timeout: float = DEADLINE) -> str:
+        wait_for(lambda: self.text().count(needle) >= count, f"{needle!r} in the log", timeout)
+        return self.text()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def http_get(
+    address: object, family: socket.AddressFamily = socket.AF_INET, path: str = "/"
+) -> tuple[int, dict[str, str], str]:
+    """One request on a fresh connection: (status, lower-cased headers, body)."""
+    with socket.socket(family, socket.SOCK_STREAM) as client:
+        client.settimeout(DEADLINE)
+        client.connect(address)
+        client.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := client.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding") == "chunked":
+        decoded, rest = b"", body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line, 16)
+            if size == 0:
+                break
+            decoded, rest = decoded + rest[:size], rest[size + 2 :]
+        body = decoded
+    return status, headers, body.decode()
+
+
+def stop(proc: subprocess.Popen[str], log: LogFile | None = None) -> None:
+    """Make sure the process and anything it started are gone."""
+    import psutil
+
+    try:
+        kids = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        kids = []
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(DEADLINE)
+    for kid in kids:
+        try:
+            kid.kill()
+        except psutil.NoSuchProcess:
+            pass
+    if log is not None:
+        log.close()
+
+
+@pytest.mark.parametrize("workers", [None, 2], ids=["single", "master"])
+def test_corral_serves_every_passed_socket(
+    tmp_path: Path, closing: list[socket.socket], workers: int | None
+) -> None:
+    """corral adopts a named TCP and UNIX socket instead of binding, says so, serves both,
+    and its app sees neither the activation variables nor any inheritable descriptor."""
+    web = tcp_listener()
+    local = unix_listener(tmp_path / "local.sock")
+    closing += [web, local]
+    args = write_app(tmp_path)
+    if workers:
+        args += ["--workers", str(workers)]
+    log = LogFile(tmp_path / "corral.log")
+    proc = launch_activated(
+        corral_argv(*args), [web, local], names=["web", "local"], stderr=log.handle
+    )
+    try:
+        text = log.wait("Application startup complete.", count=workers or 1)
+        assert "Using 2 socket(s) passed by systemd" in text
+        assert "web (http://127.0.0.1:" in text and f"local (unix:{tmp_path}/local.sock)" in text
+        assert ":8000" not in text  # nothing of its own was bound
+        assert http_get(web.getsockname())[0] == 200
+        assert http_get(str(tmp_path / "local.sock"), socket.AF_UNIX)[0] == 200
+        _, _, env = http_get(web.getsockname(), path="/env")
+        assert json.loads(env) == dict.fromkeys(
+            ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC")
+        )
+        assert http_get(web.getsockname(), path="/spawn")[2] == "[]"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == 0
+    finally:
+        stop(proc, log)
+
+
+def test_zero_failed_requests_during_sighup_while_activated(
+    tmp_path: Path, closing: list[socket.socket]
+) -> None:
+    """Four clients on fresh connections through both passed sockets see no failure while
+    SIGHUP replaces every worker."""
+    web = tcp_listener()
+    local = unix_listener(tmp_path / "local.sock")
+    closing += [web, local]
+    log = LogFile(tmp_path / "corral.log")
+    args = [*write_app(tmp_path), "--workers", "2"]
+    proc = launch_activated(
+        corral_argv(*args), [web, local], names=["web", "local"], stderr=log.handle
+    )
+    targets: list[tuple[object, socket.AddressFamily]] = [
+        (web.getsockname(), socket.AF_INET),
+        (str(tmp_path / "local.sock"), socket.AF_UNIX),
+    ]
+    results: list[tuple[str, str]] = []  # (outcome, body)
+    done = threading.Event()
+
+    def client(index: int) -> None:
+        address, family = targets[index % 2]
+        deadline = time.monotonic() + 30
+        while not done.is_set() and time.monotonic() < deadline:
+            try:
+                status, _, body = http_get(address, family)
+                results.append(("ok" if status == 200 else f"status {status}", body))
+            except OSError as exc:
+                results.append((f"error {exc!r}", ""))
+
+    try:
+        log.wait("ready", count=2)
+        before = {http_get(web.getsockname())[2] for _ in range(4)}
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: len(results) >= 40, "requests before the reload")
+        proc.send_signal(signal.SIGHUP)
+        log.wait("Reload complete")
+        count = len(results)
+        wait_for(lambda: len(results) >= count + 40, "requests after the reload")
+        done.set()
+        for thread in threads:
+            thread.join(DEADLINE)
+        failures = [outcome for outcome, _ in results if outcome != "ok"]
+        assert failures == [], f"{len(failures)} of {len(results)} failed: {failures[:5]}"
+        after = {body for _, body in results[-8:]}
+        assert before.isdisjoint(after), "the old workers still answer after the reload"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == 0
+    finally:
+        done.set()
+        stop(proc, log)
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-socket-activate") is None, reason="systemd-socket-activate is absent"
+)
+def test_corral_under_systemd_socket_activate(tmp_path: Path, closing: list[socket.socket]) -> None:
+    """corral --workers 2 launched by systemd-socket-activate serves its TCP and UNIX sockets."""
+    web = tcp_listener()
+    closing.append(web)
+    path = tmp_path / "activated.sock"
+    log = LogFile(tmp_path / "corral.log")
+    command = [
+        shutil.which("systemd-socket-activate") or "",
+        f"--listen={path}",
+        "--fdname=web:local",
+        *corral_argv(*write_app(tmp_path), "--workers", "2"),
+    ]
+    proc = launch_activated(command, [web], stderr=log.handle)
+    try:
+        wait_for(path.exists, "the launcher to listen")
+        # The first connection makes the launcher start corral; it waits in the backlog.
+        assert http_get(web.getsockname())[0] == 200
+        text = log.wait("Using 2 socket(s) passed by systemd")
+        assert "web (http://127.0.0.1:" in text and f"local (unix:{path})" in text
+        assert http_get(str(path), socket.AF_UNIX)[0] == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == 0
+    finally:
+        stop(proc, log)
