@@ -20,6 +20,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHandshake, InvalidHeader, InvalidHeaderValue
 from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.frames import CLOSE, Frame
 from websockets.headers import parse_subprotocol
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
@@ -43,6 +44,20 @@ _VALUE = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")
 #: connection logs its own at a point that also covers aborted connections.
 PROTOCOL_LOGGER = logging.getLogger("corral.error.websockets")
 PROTOCOL_LOGGER.addFilter(lambda record: record.msg != "connection closed")
+
+
+class CorralServerProtocol(ServerProtocol):
+    """websockets' ServerProtocol, with a close frame allowed inside a fragmented message.
+
+    RFC 6455 5.4 lets control frames arrive between fragments, and a close there simply ends
+    the connection, abandoning the partial message. websockets answers it with 1002 instead
+    (Autobahn case 7.1.5); forgetting the partial message first gives the normal close echo.
+    """
+
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is CLOSE:
+            self.current_size = None
+        super().recv_frame(frame)
 
 
 class HandshakeError(RuntimeError):
@@ -80,7 +95,7 @@ def validate(
         method=scope.get("method", "GET"),
         protocol="HTTP/" + scope.get("http_version", "1.1"),
     )
-    protocol = ServerProtocol(
+    protocol = CorralServerProtocol(
         extensions=factories,
         state=OPEN,
         max_size=config.ws_max_size,
