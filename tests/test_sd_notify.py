@@ -8,6 +8,7 @@ running systemd, and nothing skips.
 from __future__ import annotations
 
 import array
+import json
 import os
 import signal
 import socket
@@ -29,6 +30,16 @@ from corral.supervisor.systemd import (
     socket_address,
     status_text,
     watchdog_interval,
+)
+
+from tests.test_activation import (
+    LogFile,
+    corral_argv,
+    http_get,
+    launch_activated,
+    stop,
+    tcp_listener,
+    write_app,
 )
 
 DEADLINE = 20.0
@@ -396,3 +407,87 @@ def test_master_notify_sequence(notify_socket: FakeNotifySocket, tmp_path: Path)
             proc.kill()
             proc.wait()
         log.close()
+
+
+# --- corral end to end --------------------------------------------------------------------------
+def start_corral(
+    tmp_path: Path, notify: FakeNotifySocket, *args: str, **env: str
+) -> tuple[subprocess.Popen[str], LogFile, tuple[str, int]]:
+    """corral on a TCP socket passed by the harness, notifying the fake socket."""
+    web = tcp_listener()
+    environ = dict(os.environ, NOTIFY_SOCKET=notify.sock.getsockname(), **env)
+    log = LogFile(tmp_path / "corral.log")
+    proc = launch_activated(
+        corral_argv(*write_app(tmp_path), *args), [web], env=environ, stderr=log.handle
+    )
+    address = web.getsockname()
+    web.close()  # corral holds its own copy
+    return proc, log, address
+
+
+def test_corral_master_notify_sequence(notify_socket: FakeNotifySocket, tmp_path: Path) -> None:
+    """corral --workers 2 over real HTTP: READY -> RELOADING+MONOTONIC_USEC -> READY ->
+    STOPPING, with STATUS and WATCHDOG in between, and requests served throughout."""
+    proc, log, address = start_corral(
+        tmp_path, notify_socket, "--workers", "2", WATCHDOG_USEC="500000"
+    )
+    try:
+        messages = notify_socket.wait_for(lambda m: "READY" in lifecycle(m), "READY=1")
+        ready = next(m for m in messages if "READY" in m)
+        assert ready["STATUS"].startswith("2/2 workers ready, generation 1")
+        assert log.text().count("Application startup complete.") == 2
+        status, _, body = http_get(address, path="/env")
+        assert status == 200 and json.loads(body)["NOTIFY_SOCKET"] is None
+        proc.send_signal(signal.SIGHUP)
+        messages = notify_socket.wait_for(
+            lambda m: lifecycle(m) == ["READY", "RELOADING", "READY"], "the reload"
+        )
+        assert "MONOTONIC_USEC" in next(m for m in messages if "RELOADING" in m)
+        assert "Reload complete" in log.text()
+        assert http_get(address)[0] == 200
+        count = len(messages)
+        notify_socket.wait_for(lambda m: any("WATCHDOG" in x for x in m[count:]), "a ping")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == 0
+        notify_socket.drain()
+        assert lifecycle(notify_socket.messages) == ["READY", "RELOADING", "READY", "STOPPING"]
+        assert any("STATUS" in m for m in notify_socket.messages)
+    finally:
+        stop(proc, log)
+
+
+def test_corral_single_process_notifies(notify_socket: FakeNotifySocket, tmp_path: Path) -> None:
+    """Single-process corral says READY=1 once serving, feeds the watchdog from its loop,
+    and says STOPPING=1 on SIGTERM."""
+    proc, log, address = start_corral(tmp_path, notify_socket, WATCHDOG_USEC="200000")
+    try:
+        notify_socket.wait_for(lambda m: "READY" in lifecycle(m), "READY=1")
+        assert "Application startup complete." in log.text()
+        assert http_get(address)[0] == 200
+        notify_socket.wait_for(lambda m: sum("WATCHDOG" in x for x in m) >= 3, "pings")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == 0
+        notify_socket.drain()
+        assert lifecycle(notify_socket.messages) == ["READY", "STOPPING"]
+    finally:
+        stop(proc, log)
+
+
+def test_corral_without_notify_socket_runs_as_usual(tmp_path: Path) -> None:
+    """With no NOTIFY_SOCKET (and WATCHDOG_USEC alone) corral serves and stops normally."""
+    web = tcp_listener()
+    log = LogFile(tmp_path / "corral.log")
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    env["WATCHDOG_USEC"] = "100000"
+    proc = launch_activated(
+        corral_argv(*write_app(tmp_path), "--workers", "1"), [web], env=env, stderr=log.handle
+    )
+    try:
+        log.wait("ready")
+        assert http_get(web.getsockname())[0] == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == 0
+        assert "notify" not in log.text().lower()
+    finally:
+        web.close()
+        stop(proc, log)
