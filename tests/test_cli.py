@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 from corral import __version__
 from corral.config import PENDING, Config, options
-from corral.errors import ExitCode
+from corral.errors import AppLoadError, ConfigError, ExitCode, StartupError
 
 DEADLINE = 20.0
 
@@ -541,3 +541,80 @@ def test_run_api_with_app_object(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --- serve_config: errors become exit codes -----------------------------------------------
+
+
+@pytest.fixture
+def fake_single(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """Replaces corral.worker.process with a stub whose run_single does what the test says."""
+    import types
+
+    behaviour: dict[str, Any] = {}
+
+    def run_single(config: Config, listeners: list[Any], *_: Any, **__: Any) -> ExitCode:
+        behaviour["listeners"] = [listener.url for listener in listeners]
+        error = behaviour.get("raise")
+        if error is not None:
+            raise error
+        return ExitCode.OK
+
+    module = types.ModuleType("corral.worker.process")
+    module.run_single = run_single  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "corral.worker.process", module)
+    yield behaviour
+    import logging
+
+    for name in ("corral", "corral.error", "corral.access"):
+        logger = logging.getLogger(name)
+        logger.handlers = []
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
+        logger.disabled = False
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "text"),
+    [
+        (None, ExitCode.OK, None),
+        (AppLoadError("Could not import module 'x'"), ExitCode.APP_FAILED, "Could not import"),
+        (ConfigError("--loop", "uvloop is not installed"), ExitCode.USAGE, "'--loop'"),
+        (StartupError("startup failed"), ExitCode.APP_FAILED, "startup failed"),
+        (RuntimeError("bug"), ExitCode.ERROR, "Traceback"),
+    ],
+)
+def test_serve_config_maps_errors_to_exit_codes(
+    fake_single: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    error: Exception | None,
+    code: ExitCode,
+    text: str | None,
+) -> None:
+    """CorralErrors become their exit code with one log line; other exceptions exit 1."""
+    from corral.main import serve_config
+
+    fake_single["raise"] = error
+    result = serve_config(Config(app="x:y", port=0))
+    assert result == code
+    assert fake_single["listeners"][0].startswith("http://127.0.0.1:")
+    stderr = capsys.readouterr().err
+    error_lines = [line for line in stderr.splitlines() if line.startswith("ERROR:")]
+    if text is None:
+        assert error_lines == []
+    else:
+        assert len(error_lines) == 1, stderr
+        assert text in stderr
+
+
+def test_serve_config_bad_env_file_is_usage(
+    fake_single: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad --env-file is reported once and exits 2 before anything is bound."""
+    from corral.main import serve_config
+
+    (tmp_path / "bad.env").write_text("=oops\n")
+    config = Config(app="x:y", port=0, env_file=str(tmp_path / "bad.env"))
+    assert serve_config(config) == ExitCode.USAGE
+    assert "listeners" not in fake_single
+    assert capsys.readouterr().err.count("ERROR:    Invalid value for '--env-file'") == 1
