@@ -375,6 +375,12 @@ CASES: list[WireCase] = [
         seen={"body": b"abc"},
     ),
     WireCase(
+        "te-trailing-tab",
+        "RFC 9110 §5.5 (OWS around values)",
+        req(b"POST / HTTP/1.1", b"Transfer-Encoding: chunked\t", body=b"2\r\nok\r\n0\r\n\r\n"),
+        seen={"body": b"ok"},
+    ),
+    WireCase(
         "chunked-body",
         "RFC 9112 §7.1",
         chunked(b"5\r\nhello\r\n", b"6\r\n world\r\n", b"0\r\n\r\n"),
@@ -422,6 +428,18 @@ CASES: list[WireCase] = [
         "RFC 9112 §7.1.2",
         chunked(b"5\r\nhello\r\n0\r\n", trailer=b"Bad Field: 1\r\n\r\n"),
         400,
+    ),
+    WireCase(
+        "trailer-content-length",
+        "RFC 9110 §6.5.1 (framing fields in trailers refused)",
+        chunked(b"5\r\nhello\r\n0\r\n", trailer=b"Content-Length: 5\r\n\r\n"),
+        400,
+    ),
+    WireCase(
+        "trailer-connection-close-ignored",
+        "RFC 9110 §6.5.1 (trailers can't change the connection)",
+        chunked(b"5\r\nhello\r\n0\r\n", trailer=b"Connection: close\r\n\r\n"),
+        seen={"body": b"hello"},
     ),
     # --- limits ----------------------------------------------------------------------------
     WireCase(

@@ -201,7 +201,6 @@ class _Framer:
                 pos = new_pos
                 if not chunks.done:
                     return pos
-                self._chunks = None
                 if not self._complete():
                     return end
             else:
@@ -211,6 +210,7 @@ class _Framer:
     def _complete(self) -> bool:
         """End the current message; False when the connection takes no more requests."""
         self._finish_message()
+        self._chunks = None
         self._sink.on_message_complete()
         if self._keep_alive:
             self._state = _State.HEAD
@@ -291,6 +291,15 @@ class HttptoolsParser(_Framer):
     def _parse_head(self, head: bytes) -> RequestHead:
         method, target, version, fields = scan_head(head, self._limits)
         request = interpret(method, target, version, fields, self._limits, self._known)
+        if b"\t" in head:
+            # llhttp refuses a tab next to some values (Transfer-Encoding) that RFC 9110
+            # §5.5 makes optional whitespace; it gets the head with that whitespace trimmed.
+            head = (
+                b"".join(
+                    [head[: head.find(b"\r\n") + 2], *[n + b": " + v + b"\r\n" for n, v in fields]]
+                )
+                + b"\r\n"
+            )
         self._llhttp_feed(head)
         return request
 
@@ -301,9 +310,9 @@ class HttptoolsParser(_Framer):
         if not self._callbacks.complete:
             raise ParseError(400, "httptools disagrees on message framing")
         self._callbacks.complete = False
-        if not self._parser.should_keep_alive():
-            # corral decides keep-alive itself (RFC 9112 §9.3); llhttp would refuse any
-            # further byte after a message it considers the last one.
+        if self._chunks is not None and self._chunks.had_trailers:
+            # llhttp applies a Connection field in trailers and would then refuse the next
+            # request; corral decides keep-alive from the head alone, so start afresh.
             self._parser = self._httptools.HttpRequestParser(self._callbacks)
 
 

@@ -283,9 +283,6 @@ def interpret(
     if upgrade and tokens and _has_token(tokens, b"upgrade"):
         upgrade_token = upgrade.lower()
 
-    # 501 only for a request that is otherwise valid, so both parsers agree on the rest.
-    if known_methods is not None and method not in known_methods:
-        raise ParseError(501, "method not implemented")
     if method == b"CONNECT":
         raise ParseError(501, "CONNECT not implemented")
     if target[0] == 0x2F:  # "/": origin-form, the common case
@@ -307,6 +304,9 @@ def interpret(
         fields = [(n, authority if n == b"host" else v) for n, v in fields]
         if host is None:
             fields.append((b"host", authority))
+    # 501 only for a request that is otherwise valid, so both parsers agree on the rest.
+    if known_methods is not None and method not in known_methods:
+        raise ParseError(501, "method not implemented")
     return RequestHead(
         method_name(method),
         path,
@@ -368,6 +368,11 @@ class ChunkScanner:
         self._trailer_fields = 0
         self.body = 0
         self.done = False
+
+    @property
+    def had_trailers(self) -> bool:
+        """Whether the trailer section held any field."""
+        return self._trailer_fields > 0
 
     def scan(self, buf: bytes | bytearray, pos: int) -> int:
         limits = self._limits
@@ -446,3 +451,8 @@ class ChunkScanner:
             raise ParseError(431, "trailer field too large")
         if _FIELD_BLOCK.fullmatch(buf, pos, line_end + 2) is None:
             raise ParseError(400, "invalid trailer field")
+        # Framing fields after the body are a smuggling attempt (RFC 9110 §6.5.1); llhttp
+        # refuses them too, so both parsers answer 400.
+        name = bytes(buf[pos : buf.find(b":", pos)]).lower()
+        if name == b"content-length" or name == b"transfer-encoding":
+            raise ParseError(400, "framing field in trailers")
