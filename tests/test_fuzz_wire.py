@@ -118,7 +118,11 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
     return bytes(out)
 
 
-def outcome(kind: str, data: bytes, step: int) -> tuple[object, ...]:
+Shape = list[tuple[tuple[object, ...], bytes, bool]]
+Outcome = tuple[int | None, Shape]
+
+
+def outcome(kind: str, data: bytes, step: int) -> Outcome:
     """What the parser made of ``data``: the error status, and the messages seen."""
     sink = RecordingSink()
     parser = make_parser(kind, sink, ParserLimits(body=1000))
@@ -147,12 +151,9 @@ def _head_tuple(head: RequestHead) -> tuple[object, ...]:
     )
 
 
-def _unknown_method_gap(
-    fast: tuple[object, ...], pure: tuple[object, ...], known: frozenset[bytes]
-) -> bool:
+def _unknown_method_gap(fast: Outcome, pure: Outcome, known: frozenset[bytes]) -> bool:
     """True when httptools' 501 is for a request h11 served with a method llhttp lacks."""
     fast_msgs, pure_msgs = fast[1], pure[1]
-    assert isinstance(fast_msgs, list) and isinstance(pure_msgs, list)
     if len(pure_msgs) <= len(fast_msgs) or pure_msgs[: len(fast_msgs)] != fast_msgs:
         return False
     method = pure_msgs[len(fast_msgs)][0][0]
