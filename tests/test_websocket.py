@@ -8,110 +8,27 @@ import os
 import socket
 import struct
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from corral.config import Config
 from corral.worker import websocket
-from corral.worker.state import ServerState, ShutdownReason
+from corral.worker.state import ShutdownReason
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests.conftest import Running, wait_for
 from tests.ws_apps import Recorder
-
-LOOPS = ["asyncio", "uvloop"]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll ``condition`` until it is truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.005)
-
-
-class _HeadReader(asyncio.Protocol):
-    """Stand-in for the HTTP protocol: reads one request head, then hands off to upgrade()."""
-
-    def __init__(self, state: ServerState) -> None:
-        self.state = state
-        self.buffer = b""
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        head, sep, trailing = self.buffer.partition(b"\r\n\r\n")
-        if not sep:
-            return
-        lines = head.decode("latin-1").split("\r\n")
-        method, target, version = lines[0].split(" ")
-        path, _, query = target.partition("?")
-        headers = []
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers.append((name.strip().lower().encode(), value.strip().encode("latin-1")))
-        assert self.transport is not None
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.4"},
-            "http_version": version.split("/")[1],
-            "method": method,
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": query.encode(),
-            "root_path": "",
-            "headers": headers,
-            "client": self.transport.get_extra_info("peername")[:2],
-            "server": self.transport.get_extra_info("sockname")[:2],
-            "state": {},
-        }
-        websocket.upgrade(self.state, self.transport, scope, trailing)
 
 
 class Harness:
-    """A server thread with its own loop, accepting upgrades through :class:`_HeadReader`."""
+    """A running corral Server (see conftest), with WebSocket-test conveniences."""
 
-    def __init__(self, app: Any, loop_name: str, **settings: Any) -> None:
-        self.state = ServerState(Config(**settings), app)
-        if loop_name == "uvloop":
-            import uvloop
-
-            self.loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-        else:
-            self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
-        self.thread.start()
-        ready.wait(10)
+    def __init__(self, running: Running) -> None:
+        self.running = running
+        self.port = running.port
         self.url = f"ws://127.0.0.1:{self.port}"
-
-    def _run(self, ready: threading.Event) -> None:
-        loop = self.loop
-        asyncio.set_event_loop(loop)
-        server = loop.run_until_complete(
-            loop.create_server(lambda: _HeadReader(self.state), "127.0.0.1", 0)
-        )
-        self.port = server.sockets[0].getsockname()[1]
-        ready.set()
-        loop.run_forever()
-        server.close()
-        for conn in list(self.state.connections):
-            conn.transport.abort()  # type: ignore[attr-defined]
-        loop.run_until_complete(asyncio.sleep(0))
-        for task in list(self.state.tasks):
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*self.state.tasks, return_exceptions=True))
-        loop.close()
+        self.state = running.server.state
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the server loop and return its result."""
@@ -122,31 +39,28 @@ class Harness:
             box.append(fn())
             done.set()
 
-        self.loop.call_soon_threadsafe(run)
+        assert self.running.loop is not None
+        self.running.loop.call_soon_threadsafe(run)
         assert done.wait(10)
         return box[0]
 
     def connections(self) -> list[websocket.WebSocketConnection]:
-        return self.call(lambda: [c for c in self.state.connections])  # type: ignore[no-any-return]
+        """The open WebSocket connections (HTTP connections left out)."""
+        return self.call(  # type: ignore[no-any-return]
+            lambda: [
+                c for c in self.state.connections if isinstance(c, websocket.WebSocketConnection)
+            ]
+        )
 
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
-
-@pytest.fixture(params=LOOPS)
-def serve(request: pytest.FixtureRequest) -> Iterator[Callable[..., Harness]]:
-    """Start a WebSocket server for the app and settings given; stopped after the test."""
-    started: list[Harness] = []
+@pytest.fixture
+def serve(http_server: Callable[..., Running]) -> Callable[..., Harness]:
+    """Start corral for the app and settings given, on both loops and both HTTP parsers."""
 
     def start(app: Any, **settings: Any) -> Harness:
-        harness = Harness(app, request.param, **settings)
-        started.append(harness)
-        return harness
+        return Harness(http_server(app, **settings))
 
-    yield start
-    for harness in started:
-        harness.stop()
+    return start
 
 
 def run(coro: Any) -> Any:
