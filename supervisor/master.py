@@ -571,6 +571,7 @@ def run_master(config: Config, listeners: list[Listener]) -> ExitCode:
     master = Master(config, listeners, _worker_entry(config, listeners, app), watcher=watcher)
     master.notifier = MasterNotifier(Notifier.from_environ())
     master.hooks.append(master.notifier.on_event)
+    master.adopt(adopted)
     code = master.run()
     logger.info("Stopping parent process [%d]", os.getpid())
     return code

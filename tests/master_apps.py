@@ -213,3 +213,84 @@ def title(pid: int) -> str:
     """A process's title as ps shows it (setproctitle rewrites the command line)."""
     with open(f"/proc/{pid}/cmdline", "rb") as handle:
         return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+#: A tiny app written into a test's tmp dir, so tests can change its code between reloads.
+VERSIONED_APP = """\
+import os
+
+VERSION = {version!r}
+{extra}
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({{"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]}})
+    await send({{"type": "http.response.body",
+                "body": f"version={{VERSION}} pid={{os.getpid()}}".encode()}})
+"""
+
+
+def write_app(path: Any, version: str, broken: bool = False) -> None:
+    """Write the versioned app module; ``broken`` makes its import raise."""
+    extra = 'raise RuntimeError("this version is broken")' if broken else ""
+    text = VERSIONED_APP.format(version=version, extra=extra)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)  # atomic: a worker importing meanwhile sees old or new, never half
+    stamp = os.stat(path)
+    # Make the change visible to mtime-based checks even within one timestamp tick.
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))
+
+
+def get(port: int, path: str = "/", timeout: float = 10.0) -> tuple[int, str]:
+    """One request on a fresh connection: (status, body)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
+class Hammer:
+    """Client threads sending requests on fresh connections until stopped (bounded)."""
+
+    def __init__(self, port: int, clients: int = 4, limit: int = 20000) -> None:
+        import threading
+
+        self.port = port
+        self.limit = limit
+        self.ok = 0
+        self.failures: list[str] = []
+        self.bodies: set[str] = set()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self.ok + len(self.failures) < self.limit:
+            try:
+                status, body = get(self.port)
+            except Exception as exc:
+                with self._lock:
+                    self.failures.append(repr(exc))
+                continue
+            with self._lock:
+                if status == 200:
+                    self.ok += 1
+                    self.bodies.add(body.split(" pid=")[0])
+                else:
+                    self.failures.append(f"status {status}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
