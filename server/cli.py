@@ -194,23 +194,21 @@ def given_params(ctx: click.Context, params: Mapping[str, Any]) -> dict[str, Any
     return given
 
 
-def _from_port_fallback_only(given: Mapping[str, Any], environ: Mapping[str, str]) -> bool:
-    """True when the port came only from PaaS ``PORT`` and other listeners were asked for.
+def port_only_from_paas(ctx: click.Context, environ: Mapping[str, str]) -> bool:
+    """Whether --port's value came from the PaaS ``PORT`` variable alone."""
+    if ctx.get_parameter_source("port") is not ParameterSource.ENVIRONMENT:
+        return False
+    return not (environ.get("CORRAL_PORT") or environ.get("UVICORN_PORT"))
 
-    ``PORT`` is a default listener (as in gunicorn): an explicit --uds, --fd or --bind
-    replaces it instead of adding a TCP listener the user never asked for.
+
+def build_config(given: Mapping[str, Any], paas_port: bool = False) -> Config:
+    """Make the Config from user-given parameters; bad values become click usage errors.
+
+    ``paas_port`` says the port came only from ``PORT``. That is a default listener (as in
+    gunicorn): an explicit --uds, --fd or --bind replaces it rather than gaining a TCP
+    listener next to it that the user never asked for.
     """
-    if "port" not in given or given.get("_port_source") is not ParameterSource.ENVIRONMENT:
-        return False
-    if environ.get("CORRAL_PORT") or environ.get("UVICORN_PORT"):
-        return False
-    return bool(given.get("uds") or given.get("fd") is not None or given.get("bind"))
-
-
-def build_config(given: Mapping[str, Any]) -> Config:
-    """Make the Config from user-given parameters; bad values become click usage errors."""
     settings = dict(given)
-    port_source = settings.pop("_port_source", None)
     for key in [k for k in settings if k.startswith("unsupported_")]:
         if settings.pop(key):
             flag = "--" + key[len("unsupported_") :].replace("_", "-")
@@ -225,8 +223,9 @@ def build_config(given: Mapping[str, Any]) -> Config:
                 settings[name] = value
             elif value is not None:
                 raise click.UsageError(f"'{alias}' and '{option.flags[0]}' are the same option")
-    if _from_port_fallback_only({**settings, "_port_source": port_source}, os.environ):
-        del settings["port"]
+    other_listeners = settings.get("uds") or settings.get("fd") is not None or settings.get("bind")
+    if paas_port and other_listeners:
+        settings.pop("port", None)
     try:
         config = Config(**settings)
         from corral.listeners import parse_bind
@@ -247,10 +246,7 @@ def serve(config: Config) -> ExitCode:
 
 def _command(**params: Any) -> None:
     ctx = click.get_current_context()
-    given = given_params(ctx, params)
-    if "port" in given:
-        given["_port_source"] = ctx.get_parameter_source("port")
-    config = build_config(given)
+    config = build_config(given_params(ctx, params), port_only_from_paas(ctx, os.environ))
     ctx.exit(int(serve(config)))
 
 
