@@ -27,7 +27,6 @@ PENDING: frozenset[str] = frozenset(
         "ssl_keyfile_password",
         "ssl_ca_certs",
         "proxy_protocol",
-        "reload",
         "user",
         "group",
     }
