@@ -25,6 +25,7 @@ from corral.config import PENDING, Config, options
 from corral.errors import AppLoadError, ConfigError, ExitCode, StartupError
 
 DEADLINE = 20.0
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -473,9 +474,6 @@ def test_several_listeners_each_get_a_banner(start: Any) -> None:
     assert server.finish()[0] == 0
 
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
 @needs_worker
 @pytest.mark.parametrize(
     ("example", "expected"),
@@ -618,3 +616,65 @@ def test_serve_config_bad_env_file_is_usage(
     assert serve_config(config) == ExitCode.USAGE
     assert "listeners" not in fake_single
     assert capsys.readouterr().err.count("ERROR:    Invalid value for '--env-file'") == 1
+
+
+@needs_worker
+def test_fd_listener_from_parent(tmp_path: Path) -> None:
+    """--fd N serves a socket the parent bound and passed down."""
+    write_app(tmp_path, E2E_APP)
+    with socket.socket() as parent_sock:
+        parent_sock.bind(("127.0.0.1", 0))
+        port = parent_sock.getsockname()[1]
+        fd = parent_sock.fileno()
+        os.set_inheritable(fd, True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "corral", "main:app", "--fd", str(fd)],
+            cwd=tmp_path,
+            pass_fds=(fd,),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    server = Running(proc)
+    try:
+        server.wait_for(BANNER)
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=DEADLINE).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert server.finish()[0] == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@needs_worker
+def test_colour_only_on_a_terminal(tmp_path: Path) -> None:
+    """Log lines are coloured when stderr is a TTY and plain otherwise (NO_COLOR unset)."""
+    import pty
+
+    write_app(tmp_path, E2E_APP)
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corral", "main:app", "--port", "0"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    seen = b""
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while b"Press CTRL+C" not in seen and time.monotonic() < deadline:
+            if select.select([controller], [], [], deadline - time.monotonic())[0]:
+                seen += os.read(controller, 65536)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=DEADLINE)
+    finally:
+        os.close(controller)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert b"Press CTRL+C" in seen, seen
+    assert b"\x1b[32mINFO\x1b[0m:" in seen
