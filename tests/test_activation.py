@@ -397,6 +397,7 @@ async def app(scope, receive, send):
         body = "spawned"
     else:
         if path == "/slow":
+            print("slow request started", file=sys.stderr, flush=True)
             await asyncio.sleep(float(scope["query_string"] or b"1"))
         body = f"pid={os.getpid()}"
     await send({"type": "http.response.start", "status": 200,
