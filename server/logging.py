@@ -88,21 +88,30 @@ class AccessFormatter(LevelPrefixFormatter):
     """Access lines; with colour, the request line is bold and the status coloured by class.
 
     The worker logs ``'%s - "%s %s HTTP/%s" %s'`` with (client, method, path, version, status).
+    The record also gets uvicorn's access fields (``client_addr``, ``request_line``,
+    ``status_code``), so access formats written for uvicorn's --log-config keep working.
     """
 
     def format(self, record: logging.LogRecord) -> str:
         args = record.args
-        if self.use_colors and isinstance(args, tuple) and len(args) == 5:
+        if isinstance(args, tuple) and len(args) == 5:
             client, method, path, version, status = args
             status_text = str(status)
-            record = logging.makeLogRecord(record.__dict__)
-            record.args = (
-                client,
-                click.style(str(method), bold=True),
-                click.style(str(path), bold=True),
-                version,
-                click.style(status_text, fg=_STATUS_COLOURS.get(status_text[:1])),
-            )
+            request_line = f"{method} {path} HTTP/{version}"
+            if self.use_colors:
+                record = logging.makeLogRecord(record.__dict__)
+                record.args = (
+                    client,
+                    click.style(str(method), bold=True),
+                    click.style(str(path), bold=True),
+                    version,
+                    click.style(status_text, fg=_STATUS_COLOURS.get(status_text[:1])),
+                )
+                request_line = click.style(request_line, bold=True)
+                status_text = str(record.args[4])
+            record.client_addr = client
+            record.request_line = request_line
+            record.status_code = status_text
         return super().format(record)
 
 

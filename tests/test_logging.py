@@ -74,6 +74,15 @@ def test_access_line_format() -> None:
     assert line == 'INFO:     127.0.0.1:53144 - "GET / HTTP/1.1" 200 OK'
 
 
+def test_uvicorn_access_fields() -> None:
+    """uvicorn's access format fields work, so migrated --log-config formats keep working."""
+    formatter = AccessFormatter(
+        '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s', use_colors=False
+    )
+    line = formatter.format(record(logging.INFO, ACCESS_FORMAT, ACCESS_ARGS))
+    assert line == 'INFO:     127.0.0.1:53144 - "GET / HTTP/1.1" 200 OK'
+
+
 def test_colours_only_when_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
     """Colour codes appear when forced on, never when off, and not on a non-TTY by default."""
     on = AccessFormatter("%(levelprefix)s %(message)s", use_colors=True)
