@@ -151,7 +151,7 @@ class RawClient:
 
     def __init__(self, port: int, timeout: float = DEADLINE) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buf = b""
+        self.buf = bytearray()
 
     def __enter__(self) -> RawClient:
         return self
@@ -166,31 +166,34 @@ class RawClient:
         self.sock.sendall(data)
 
     def _fill(self) -> bool:
-        data = self.sock.recv(65536)
+        data = self.sock.recv(262144)
         if not data:
             return False
         self.buf += data
         return True
 
     def read_until(self, marker: bytes) -> bytes:
-        while marker not in self.buf:
+        start = 0
+        while (index := self.buf.find(marker, start)) < 0:
+            start = max(0, len(self.buf) - len(marker))
             if not self._fill():
-                raise EOFError(f"connection closed before {marker!r}; got {self.buf!r}")
-        index = self.buf.index(marker) + len(marker)
-        out, self.buf = self.buf[:index], self.buf[index:]
-        return out
+                raise EOFError(f"connection closed before {marker!r}; got {bytes(self.buf)!r}")
+        return self._take(index + len(marker))
 
     def read_exact(self, size: int) -> bytes:
         while len(self.buf) < size:
             if not self._fill():
                 raise EOFError(f"connection closed after {len(self.buf)} of {size} bytes")
-        out, self.buf = self.buf[:size], self.buf[size:]
-        return out
+        return self._take(size)
 
     def read_to_eof(self) -> bytes:
         while self._fill():
             pass
-        out, self.buf = self.buf, b""
+        return self._take(len(self.buf))
+
+    def _take(self, size: int) -> bytes:
+        out = bytes(self.buf[:size])
+        del self.buf[:size]
         return out
 
     def is_closed(self) -> bool:
@@ -214,15 +217,15 @@ class RawClient:
         if head_request or response.status in (204, 304) or response.status < 200:
             return response
         if response.header("transfer-encoding") == "chunked":
-            body = b""
+            pieces = []
             while True:
                 size = int(self.read_until(b"\r\n")[:-2].split(b";")[0], 16)
                 if size == 0:
                     self.read_until(b"\r\n")
                     break
-                body += self.read_exact(size)
+                pieces.append(self.read_exact(size))
                 self.read_exact(2)
-            response.body = body
+            response.body = b"".join(pieces)
         elif response.header("content-length") is not None:
             response.body = self.read_exact(int(response.header("content-length") or 0))
         else:

@@ -252,10 +252,10 @@ class RequestCycle:
             conn.transport.write(head)
         if framer.dropped:
             self._dropped_body()
+        if framer.overflow:
+            self._overflow()
         if more:
             self.resp = ResponseState.STREAMING
-            if framer.overflow:
-                self._overflow()
             if conn.flow.write_paused:
                 await conn.flow.drain()
         else:

@@ -140,6 +140,8 @@ class ResponseFramer:
             raise InvalidResponseHeader("both Content-Length and Transfer-Encoding")
 
         keep_alive = keep_alive and not close_by_app
+        if length >= 0 and body_len is not None and body_len != length and not no_body:
+            keep_alive = False  # the whole body is known not to match: say so up front
         extra = b""
         if no_body:
             mode = BodyMode.NONE
