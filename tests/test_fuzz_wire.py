@@ -12,8 +12,11 @@ be replayed with ``CORRAL_FUZZ_SEED=<seed>``. ``CORRAL_LONG=1`` runs the long mo
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import random
+from typing import Any
 
 import pytest
 from corral.worker.parsers import (
@@ -24,6 +27,7 @@ from corral.worker.parsers import (
     make_parser,
 )
 
+from tests.conftest import STACKS, start_server, wait_for
 from tests.test_parsers import RecordingSink, messages
 
 LONG = os.environ.get("CORRAL_LONG") == "1"
@@ -198,3 +202,125 @@ def test_whole_and_trickled_agree(kind: str) -> None:
         assert [(h, c) for h, _, c in whole] == [(h, c) for h, _, c in split], data
         if whole_status is None:  # after a refusal, how much body got out doesn't matter
             assert [b for _, b, _ in whole] == [b for _, b, _ in split], data
+
+
+# --- through the full server ------------------------------------------------------------
+SERVER_COUNT = 50_000 if LONG else 1_000  # per (loop, parser) stack: 2,000+ per parser in CI
+CONCURRENCY = 32
+IDLE = 0.25  # no byte for this long: the server is waiting for more of the request
+PROBE_DEADLINE = 10.0  # a connection that neither closes nor goes quiet by then is a hang
+#: 5xx a server may legitimately answer to a client's request (RFC 9110 §15.6).
+PROTOCOL_5XX = {501, 505}
+
+
+async def quiet_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Reads the whole body, answers a short fixed body; tolerates disconnects."""
+    if scope["type"] != "http":
+        return
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        if not message.get("more_body", False):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def response_statuses(data: bytes) -> list[int]:
+    """Statuses of the complete responses in ``data``; raises if the stream is malformed."""
+    statuses = []
+    pos = 0
+    while pos < len(data):
+        end = data.find(b"\r\n\r\n", pos)
+        if end < 0:
+            raise AssertionError(f"truncated response head: {data[pos:]!r}")
+        lines = data[pos:end].split(b"\r\n")
+        version, status, *_ = lines[0].split(b" ", 2)
+        assert version in (b"HTTP/1.1", b"HTTP/1.0"), lines[0]
+        statuses.append(int(status))
+        headers = dict(line.lower().split(b": ", 1) for line in lines[1:])
+        pos = end + 4
+        if int(status) in (100, 204, 304):
+            continue
+        if b"content-length" in headers:
+            pos += int(headers[b"content-length"])
+        elif headers.get(b"transfer-encoding") == b"chunked":
+            while True:
+                line_end = data.index(b"\r\n", pos)
+                size = int(data[pos:line_end], 16)
+                pos = line_end + 2 + size + 2
+                if size == 0:
+                    break
+        else:
+            pos = len(data)  # close-delimited
+    return statuses
+
+
+async def probe(port: int, data: bytes) -> tuple[bytes, str]:
+    """Send ``data``; read until the server closes ("closed") or goes quiet ("waiting")."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    received = b""
+    state = "waiting"
+    try:
+        writer.write(data)
+        async with asyncio.timeout(PROBE_DEADLINE):
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(reader.read(65536), IDLE)
+                except TimeoutError:
+                    break
+                except ConnectionResetError:
+                    state = "reset"
+                    break
+                if not chunk:
+                    state = "closed"
+                    break
+                received += chunk
+    finally:
+        writer.close()
+    return received, state
+
+
+async def fuzz_connections(port: int, rng: random.Random, count: int) -> dict[str, int]:
+    tally: dict[str, int] = {}
+    queue = [mutate(rng, rng.choice(BASES)) + rng.choice([b"", BASES[0]]) for _ in range(count)]
+
+    async def worker() -> None:
+        while queue:
+            data = queue.pop()
+            received, state = await probe(port, data)
+            statuses = response_statuses(received)
+            bad = [s for s in statuses if s >= 500 and s not in PROTOCOL_5XX]
+            assert not bad, f"server error {bad} for {data!r}"
+            tally[state] = tally.get(state, 0) + 1
+            for status in statuses:
+                tally[str(status)] = tally.get(str(status), 0) + 1
+
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return tally
+
+
+@pytest.mark.parametrize("stack", STACKS, ids=["-".join(s) for s in STACKS])
+def test_fuzz_server(stack: tuple[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    """Mutated requests through the full server: no server 5xx, no traceback, no hang."""
+    seed = fuzz_seed()
+    print(f"fuzz seed (server, {'-'.join(stack)}): {seed}, {SERVER_COUNT} connections")
+    running = start_server(
+        quiet_app,
+        *stack,
+        limit_request_body=1000,
+        timeout_keep_alive=1.0,
+        timeout_request_header=2.0,
+        log_level="warning",
+    )
+    try:
+        with caplog.at_level(logging.WARNING):
+            tally = asyncio.run(fuzz_connections(running.port, random.Random(seed), SERVER_COUNT))
+            print(f"outcomes: {dict(sorted(tally.items()))}")
+            # Every connection the clients closed is gone from the server: none leaked.
+            wait_for(lambda: not running.connections, message="connections to be released")
+        problems = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+        assert not problems, [r.getMessage() for r in problems[:5]]
+    finally:
+        running.stop()
