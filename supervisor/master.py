@@ -363,6 +363,7 @@ class Master:
             if handle.state is not WorkerState.BOOTING:
                 return
             handle.transition(WorkerState.READY)
+            handle.booted = True
             handle.last_beat = now
             self.ever_ready = True
             logger.info(

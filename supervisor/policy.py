@@ -124,6 +124,11 @@ class WorkerView(Protocol):
         ...
 
     @property
+    def booted(self) -> bool:
+        """Whether it ever reported READY (an aborted worker may or may not have)."""
+        ...
+
+    @property
     def retire_reason(self) -> str | None: ...
     @property
     def memory_mib(self) -> float | None: ...
@@ -349,8 +354,8 @@ def _spawns(
             continue
         if w.state is WorkerState.READY:
             ready += 1
-        elif w.state is WorkerState.BOOTING:
-            booting += 1
+        elif w.state is WorkerState.BOOTING or (w.state is WorkerState.ABORTING and not w.booted):
+            booting += 1  # a boot being aborted still counts until its exit is judged
         if is_holder(w, target) and w.pid not in retiring_now:
             held.add(w.slot)
     missing = [s for s in range(1, target.workers + 1) if s not in held]
@@ -443,7 +448,9 @@ def judge_exit(
         return ExitVerdict(ExitKind.EXPECTED, backoff)
     if target.stop is not StopMode.NONE:
         return ExitVerdict(ExitKind.EXPECTED, backoff)
-    booting = worker.state is WorkerState.BOOTING
+    booting = worker.state is WorkerState.BOOTING or (
+        worker.state is WorkerState.ABORTING and not worker.booted
+    )
     if booting and not ever_ready:
         return ExitVerdict(ExitKind.BOOT_FAILURE, backoff, halt=ExitCode.APP_FAILED)
     if booting and target.reload_from is not None and worker.generation == target.generation:

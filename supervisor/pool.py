@@ -50,6 +50,7 @@ class WorkerHandle:
     last_beat: float
     state: WorkerState = WorkerState.BOOTING
     retire_reason: str | None = None
+    booted: bool = False
     memory_mib: float | None = None
     requests: int = 0
     #: Exit code announced with FATAL before a boot failure.
@@ -216,6 +217,7 @@ def adopted_workers(now: float, environ: dict[str, str] | None = None) -> list[W
                 deadline=now,
                 last_beat=now,
                 state=WorkerState.READY,
+                booted=True,
             )
         )
     return handles

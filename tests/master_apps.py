@@ -89,12 +89,16 @@ def _fake_worker(sock: socket.socket, slot: int, generation: int, mode: str) -> 
     if mode == "fail" or (fail_file and os.path.exists(fail_file)):
         sock.sendall(channel.fatal(3))
         return 3
+    if mode == "slowboot":
+        time.sleep(3600)  # never READY: the boot timeout must catch it
     sock.sendall(channel.ready())
     interval = channel.beat_interval(float(os.environ.get("FAKE_HEALTHCHECK", "1")))
     beats = 0
     while True:
         if mode == "hang" and slot == 1 and generation == 1 and beats >= 2:
             time.sleep(3600)  # a blocked loop: no more beats
+        if mode == "crash" and beats >= 1:
+            return 1  # crashes right after becoming READY: a crash loop
         sock.sendall(channel.beat(beats))
         beats += 1
         readable, _, _ = select.select([sock], [], [], interval)
@@ -108,7 +112,8 @@ def main(argv: list[str]) -> int:
     """Run the real Master with fake workers: SCENARIO WORKERS [SETTING=VALUE ...].
 
     Scenarios: ``ok``; ``fail`` (every worker fails to boot); ``hang`` (worker 1 of the
-    first generation stops beating); any scenario also fails boots while the file named by
+    first generation stops beating); ``slowboot`` (never READY); ``crash`` (exits soon
+    after READY); any scenario also fails boots while the file named by
     ``FAKE_FAIL_FILE`` exists.
     """
     from corral.config import Config

@@ -140,3 +140,21 @@ def test_preload_hup_reexecs_master_in_place(run_fake: Any) -> None:
     assert log.count("Draining worker") == 2
     m.signal(signal.SIGTERM)
     assert m.wait(15) == 0
+
+
+def test_boot_timeout_exits_3(run_fake: Any) -> None:
+    """A first worker that never reports READY is aborted at the boot timeout; exit 3."""
+    m = run_fake("slowboot", 2, "timeout_worker_boot=1")
+    assert m.wait(15) == 3
+    log = m.log()
+    assert "boot timeout (1s): sending SIGABRT" in log
+    assert log.count("Started worker") == 1
+
+
+def test_crash_loop_backs_off_exponentially(run_fake: Any) -> None:
+    """Workers that crash right after start are respawned with a growing, logged backoff."""
+    m = run_fake("crash", 1)
+    log = m.wait_log("next start in 1.0s", timeout=15)
+    assert "next start in 0.5s" in log
+    assert "exited with code 1 (crash)" in log
+    assert m.proc.poll() is None  # a crash loop never stops the master

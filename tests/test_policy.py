@@ -42,6 +42,7 @@ class FakeWorker:
     deadline: float = 130.0
     retire_reason: str | None = None
     memory_mib: float | None = None
+    booted: bool = True
 
 
 def pool(n: int, generation: int = 1, state: WorkerState = R) -> list[FakeWorker]:
@@ -215,6 +216,22 @@ def test_boot_failure_before_any_ready_halts_with_3() -> None:
     w = FakeWorker(pid=1, slot=1, state=B)
     v = judge_exit(w, Target(1, 1), Backoff(), ever_ready=False, now=1.0)
     assert v.kind is ExitKind.BOOT_FAILURE and v.halt is ExitCode.APP_FAILED
+
+
+def test_boot_timeout_abort_counts_as_boot_failure() -> None:
+    """A worker aborted while still booting is a boot failure (exit 3 if none ever READY)."""
+    w = FakeWorker(pid=1, slot=1, state=WorkerState.ABORTING, booted=False)
+    v = judge_exit(w, Target(1, 1), Backoff(), ever_ready=False, now=1.0)
+    assert v.kind is ExitKind.BOOT_FAILURE and v.halt is ExitCode.APP_FAILED
+    hung = FakeWorker(pid=2, slot=1, state=WorkerState.ABORTING, started_at=-100.0)
+    assert judge_exit(hung, Target(1, 1), Backoff(), True, now=1.0).kind is ExitKind.CRASH
+
+
+def test_no_second_canary_while_first_boot_is_aborted() -> None:
+    """While a timed-out boot is being aborted, no other worker of its generation boots."""
+    w = FakeWorker(pid=1, slot=1, state=WorkerState.ABORTING, booted=False, deadline=110.0)
+    d = decide([w], Target(2, 1), LIMITS, Backoff(), now=100.0)
+    assert d.actions == []
 
 
 def test_boot_failure_during_reload_abandons_it() -> None:
