@@ -69,17 +69,19 @@ def test_trickled_head_does_not_extend_the_connection(http_server):
             try:
                 raw.send(b"X-%d: 1\r\n" % index)
             except (BrokenPipeError, ConnectionResetError):
-                closed = True
+                closed = True  # the server closed after its 408
                 break
             raw.sock.settimeout(0.05)
             try:
                 raw._fill()  # the 408 or EOF: either way the server ended the connection
             except TimeoutError:
                 continue
+            except ConnectionResetError:  # our last bytes crossed the server's close
+                pass
             finally:
                 raw.sock.settimeout(5)
             closed = True
             break
         assert closed
         assert time.monotonic() - started < 3
-        assert bytes(raw.buf).startswith(b"HTTP/1.1 408 ")
+        assert not raw.buf or bytes(raw.buf).startswith(b"HTTP/1.1 408 ")
