@@ -39,8 +39,12 @@ class Server(Running):
 def serve(tmp_path: Path) -> Iterator[Any]:
     started: list[Server] = []
 
-    def start(app: str, *args: str, app_dir: Path | None = None) -> Server:
-        cmd = [sys.executable, "-m", "corral", app, "--port", "0", "--no-access-log", *args]
+    def start(
+        app: str, *args: str, app_dir: Path | None = None, access_log: bool = False
+    ) -> Server:
+        cmd = [sys.executable, "-m", "corral", app, "--port", "0", *args]
+        if not access_log:
+            cmd.append("--no-access-log")
         if app_dir is not None:
             cmd += ["--app-dir", str(app_dir)]
         server = Server(cmd, str(tmp_path / f"server{len(started)}.log"), cwd=ROOT)
@@ -282,3 +286,52 @@ def test_reload_flag_picks_up_an_edit(serve: Any, tmp_path: Path) -> None:
     write_app(tmp_path / "versioned.py", "2")
     s.wait_log("Reload complete", timeout=20)
     assert get(s.port)[1].startswith("version=2")
+
+
+def test_second_term_stops_at_once(serve: Any) -> None:
+    """A second TERM during a graceful stop makes it immediate; the master still exits 0."""
+    s = serve(APP, "--workers", "1", "--timeout-graceful-shutdown", "60")
+    s.wait_ready(1)
+    client = threading.Thread(
+        target=lambda: _swallow(lambda: get(s.port, "/slow?s=60")), daemon=True
+    )
+    client.start()
+    wait_until(lambda: _in_flight(s), 10, "request in flight")
+    s.signal(signal.SIGTERM)
+    s.wait_log("graceful stop")
+    s.signal(signal.SIGTERM)
+    assert s.wait(10) == 0
+    assert "Second SIGTERM: stopping at once" in s.log()
+
+
+def test_usr1_reopens_log_files_in_master_and_workers(serve: Any, tmp_path: Path) -> None:
+    """USR1 after the log file was moved: master and workers write to a fresh file."""
+    import json
+
+    logfile = tmp_path / "corral.log"
+    handler = {"class": "logging.FileHandler", "filename": str(logfile)}
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"file": handler},
+        "loggers": {
+            name: {"handlers": ["file"], "level": "INFO", "propagate": False}
+            for name in ("corral.error", "corral.access")
+        },
+    }
+    (tmp_path / "log.json").write_text(json.dumps(config))
+    s = serve(APP, "--workers", "2", "--log-config", str(tmp_path / "log.json"), access_log=True)
+    wait_until(lambda: logfile.exists() and logfile.read_text().count(") ready") == 2, 20)
+    s.port = int(re.findall(r"127\.0\.0\.1:(\d+)", logfile.read_text())[0])
+    logfile.rename(tmp_path / "corral.log.1")
+    s.signal(signal.SIGUSR1)
+    wait_until(lambda: logfile.exists() and "Reopened log files" in logfile.read_text(), 10)
+    wait_until(lambda: _worker_wrote_fresh_log(s, logfile), 10, "workers reopened their logs")
+    s.signal(signal.SIGTERM)
+    assert s.wait(20) == 0
+    assert logfile.read_text().count("Finished server process") == 2
+
+
+def _worker_wrote_fresh_log(s: Server, logfile: Path) -> bool:
+    get(s.port)  # an access line from whichever worker answers
+    return '"GET / HTTP/1.1" 200' in logfile.read_text()
