@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import uvloop
-from corral.worker.edge import Edge, EdgeAcceptor, Proxied
+from corral.worker.edge import Edge, Proxied
 from corral.worker.proxy_protocol import (
     V1_MAX_LENGTH,
     V2_MAX_PAYLOAD,
@@ -24,6 +24,7 @@ from corral.worker.proxy_protocol import (
     ProxyHeaderReader,
     parse,
 )
+from corral.worker.serving import Acceptor
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -251,7 +252,7 @@ def edge_settings(**overrides: Any) -> Any:
 class Reporter(asyncio.Protocol):
     """Answers with the client the edge handed over, then echoes the first data received."""
 
-    def __init__(self, proxied: Proxied | None) -> None:
+    def __init__(self, proxied: Proxied | None = None) -> None:
         self.proxied = proxied
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -275,7 +276,9 @@ def run_edge(
         listener.bind((host, 0))
         listener.listen()
         listener.setblocking(False)
-        acceptor = EdgeAcceptor(listener, Edge(edge_settings(**settings)), Reporter)
+        acceptor = Acceptor(
+            asyncio.get_running_loop(), listener, Reporter, Edge(edge_settings(**settings))
+        )
         acceptor.start()
         try:
             reader, writer = await asyncio.open_connection(host, listener.getsockname()[1])
@@ -288,7 +291,7 @@ def run_edge(
             writer.close()
             return data
         finally:
-            acceptor.close()
+            acceptor.stop()
             listener.close()
 
     loop = LOOPS[loop_name]()
@@ -332,7 +335,7 @@ def test_socket_header_split_across_writes(loop_name: str) -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         listener.setblocking(False)
-        acceptor = EdgeAcceptor(listener, Edge(edge_settings()), Reporter)
+        acceptor = Acceptor(asyncio.get_running_loop(), listener, Reporter, Edge(edge_settings()))
         acceptor.start()
         try:
             reader, writer = await asyncio.open_connection(*listener.getsockname())
@@ -344,7 +347,7 @@ def test_socket_header_split_across_writes(loop_name: str) -> None:
             writer.close()
             return data
         finally:
-            acceptor.close()
+            acceptor.stop()
             listener.close()
 
     loop = LOOPS[loop_name]()

@@ -17,7 +17,8 @@ import trustme
 import uvloop
 from corral.errors import ConfigError
 from corral.tls import TLS_VERSIONS, create_ssl_context, rfc4514_name, tls_extension
-from corral.worker.edge import Edge, EdgeAcceptor, Proxied
+from corral.worker.edge import Edge, Proxied
+from corral.worker.serving import Acceptor
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -316,7 +317,7 @@ def test_ca_fixture_paths_exist(pki: SimpleNamespace) -> None:
 class Hello(asyncio.Protocol):
     """Answers with the client the edge handed over and the connection's TLS version."""
 
-    def __init__(self, proxied: Proxied | None) -> None:
+    def __init__(self, proxied: Proxied | None = None) -> None:
         self.proxied = proxied
 
     def connection_made(self, transport: Any) -> None:
@@ -344,12 +345,12 @@ def serve_edge(
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         listener.setblocking(False)
-        acceptor = EdgeAcceptor(listener, Edge(config), Hello)
+        acceptor = Acceptor(asyncio.get_running_loop(), listener, Hello, Edge(config))
         acceptor.start()
         try:
             return await client(listener.getsockname()[1])
         finally:
-            acceptor.close()
+            acceptor.stop()
             listener.close()
 
     loop = LOOPS[loop_name]()

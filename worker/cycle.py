@@ -63,6 +63,7 @@ class CycleOwner(Protocol):
     transport: asyncio.Transport
     flow: FlowControl
     state: ServerState
+    client: tuple[str, int] | None
     client_text: str
 
     def response_complete(self, cycle: RequestCycle) -> None: ...
@@ -388,9 +389,15 @@ class RequestCycle:
 
     def log_access(self, status: int) -> None:
         scope = self.scope
+        client = scope["client"]
+        conn = self.conn
+        if client is conn.client:
+            client_text = conn.client_text
+        else:  # rewritten from proxy headers
+            client_text = f"{client[0]}:{client[1]}" if client else ""
         access_logger.info(
             '%s - "%s %s HTTP/%s" %s',
-            self.conn.client_text,
+            client_text,
             scope["method"],
             self._path(),
             scope["http_version"],

@@ -1,11 +1,11 @@
 """The connection edge of a serving process: PROXY protocol header and TLS handshake.
 
-Listeners that need neither are served by ``loop.create_server``. A listener with TLS or
-``--proxy-protocol`` is served by an :class:`EdgeAcceptor` instead: it accepts each socket
-itself, reads the PROXY header straight from the socket (never a byte past it, so a TLS
-ClientHello that follows is untouched), then hands the socket to
-``loop.connect_accepted_socket`` with the SSL context. That is what lets a failed handshake
-be one debug line rather than silence or a traceback, and what lets PROXY and TLS combine.
+Without TLS or ``--proxy-protocol`` none of this runs. With either, the server's acceptor
+hands each accepted socket to :func:`connect_edge`, which reads the PROXY header straight
+from the socket (never a byte past it, so a TLS ClientHello that follows is untouched),
+then calls ``loop.connect_accepted_socket`` with the SSL context. That is what lets a
+failed handshake be one debug line rather than silence or a traceback, and what lets PROXY
+and TLS combine.
 
 :class:`Edge` holds the per-process settings. It is built in the serving process (after the
 fork), so each new worker reads the certificate files afresh: a reload picks up renewals.
@@ -14,7 +14,6 @@ fork), so each new worker reads the certificate files afresh: a reload picks up 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import socket
 import ssl
@@ -38,9 +37,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("corral.error")
 
 _PEEK_LIMIT = max(V1_MAX_LENGTH, 16 + V2_MAX_PAYLOAD)
-# Out of file descriptors: pause accepting briefly instead of spinning on the error.
-_ACCEPT_BACKOFF = 0.1
-_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +46,9 @@ class Proxied:
     client: tuple[str, int] | None
 
 
-#: Builds the connection's protocol; ``Proxied`` when a PROXY header replaced the peer.
-ProtocolFactory = Callable[[Proxied | None], asyncio.BaseProtocol]
+#: Builds the connection's protocol: called with a ``Proxied`` when a PROXY header named the
+#: client, with no argument otherwise.
+ProtocolFactory = Callable[..., asyncio.BaseProtocol]
 
 
 class Edge:
@@ -142,71 +139,40 @@ def _describe(sock: socket.socket) -> str:
     return "a unix socket client"
 
 
-class EdgeAcceptor:
-    """Accept loop for one listening socket that needs a PROXY header and/or TLS."""
+async def connect_edge(
+    loop: asyncio.AbstractEventLoop,
+    conn: socket.socket,
+    edge: Edge,
+    factory: ProtocolFactory,
+) -> None:
+    """Set up one accepted connection: PROXY header (if on), then TLS (if on), then protocol.
 
-    def __init__(self, listener: socket.socket, edge: Edge, factory: ProtocolFactory) -> None:
-        self.listener = listener
-        self.edge = edge
-        self.factory = factory
-        self._accepting: asyncio.Task[None] | None = None
-        #: Connections still reading their PROXY header or doing the TLS handshake.
-        self._pending: set[asyncio.Task[None]] = set()
-
-    def start(self) -> None:
-        self._accepting = asyncio.get_running_loop().create_task(self._accept_loop())
-
-    def close(self) -> None:
-        """Stop accepting and drop connections that have not reached the app yet."""
-        if self._accepting is not None:
-            self._accepting.cancel()
-            self._accepting = None
-        for task in list(self._pending):
-            task.cancel()
-
-    async def _accept_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                conn, _ = await loop.sock_accept(self.listener)
-            except OSError as exc:
-                if exc.errno in _RESOURCE_ERRORS:
-                    logger.error("Cannot accept connections: %s", exc.strerror or exc)
-                    await asyncio.sleep(_ACCEPT_BACKOFF)
-                # ECONNABORTED and friends: the client left before we accepted it.
-                continue
-            conn.setblocking(False)
-            task = loop.create_task(self._handle(conn))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
-
-    async def _handle(self, conn: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        edge = self.edge
-        proxied: Proxied | None = None
-        try:
-            if edge.proxy_protocol:
-                header = await asyncio.wait_for(
-                    read_proxy_header(loop, conn), edge.handshake_timeout
-                )
-                if not header.is_local:
-                    proxied = Proxied(header.source)
-            await loop.connect_accepted_socket(
-                lambda: self.factory(proxied),
-                conn,
-                ssl=edge.ssl,
-                ssl_handshake_timeout=edge.handshake_timeout if edge.ssl else None,
-            )
-        except ProxyHeaderError as exc:
-            log = logger.debug if exc.quiet else logger.warning
-            log("Refused connection from %s: %s", _describe(conn), exc)
-            conn.close()
-        except TimeoutError:  # only the PROXY read has a wait_for; TLS aborts with OSError
-            logger.warning("Refused connection from %s: no PROXY header in time", _describe(conn))
-            conn.close()
-        except (OSError, ssl.SSLError, ConnectionError) as exc:
-            logger.debug("TLS handshake with %s failed: %s", _describe(conn), exc)
-            conn.close()
-        except asyncio.CancelledError:
-            conn.close()
-            raise
+    Never raises on a bad client: a bad PROXY header is one warning line (debug when the
+    peer just closed, as load-balancer TCP health checks do), a failed TLS handshake one
+    debug line; either way the socket is closed.
+    """
+    proxied: Proxied | None = None
+    try:
+        if edge.proxy_protocol:
+            header = await asyncio.wait_for(read_proxy_header(loop, conn), edge.handshake_timeout)
+            if not header.is_local:
+                proxied = Proxied(header.source)
+        await loop.connect_accepted_socket(
+            (lambda: factory(proxied)) if proxied is not None else factory,
+            conn,
+            ssl=edge.ssl,
+            ssl_handshake_timeout=edge.handshake_timeout if edge.ssl else None,
+        )
+    except ProxyHeaderError as exc:
+        log = logger.debug if exc.quiet else logger.warning
+        log("Refused connection from %s: %s", _describe(conn), exc)
+        conn.close()
+    except TimeoutError:  # only the PROXY read has a wait_for; TLS aborts with OSError
+        logger.warning("Refused connection from %s: no PROXY header in time", _describe(conn))
+        conn.close()
+    except (OSError, ssl.SSLError, ConnectionError) as exc:
+        logger.debug("TLS handshake with %s failed: %s", _describe(conn), exc)
+        conn.close()
+    except asyncio.CancelledError:
+        conn.close()
+        raise

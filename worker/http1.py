@@ -15,16 +15,19 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from corral.tls import tls_extension
 from corral.worker.asgi import HTTP_SPEC_VERSION
 from corral.worker.cycle import RequestCycle
 from corral.worker.flow import PAUSE_BODY, PAUSE_PIPELINE, FlowControl
 from corral.worker.parsers import ParseError, ParserLimits, RequestHead, make_parser
+from corral.worker.proxy_headers import apply_to_scope
 from corral.worker.writer import simple_response
 
 if TYPE_CHECKING:
     from corral.worker.asgi import ASGIApp, Message, Scope
     from corral.worker.asgi import ASGIReceive as Receive
     from corral.worker.asgi import ASGISend as Send
+    from corral.worker.edge import Proxied
     from corral.worker.parsers import RequestParser
     from corral.worker.state import ServerState, ShutdownReason
 
@@ -79,10 +82,18 @@ class HTTP1Protocol(asyncio.Protocol):
     """One HTTP/1.1 connection."""
 
     def __init__(
-        self, state: ServerState, parser_kind: str, limits: ParserLimits, loop: Any = None
+        self,
+        state: ServerState,
+        parser_kind: str,
+        limits: ParserLimits,
+        loop: Any = None,
+        proxied: Proxied | None = None,
     ) -> None:
         config = state.config
         self.state = state
+        self._proxied = proxied  # the client a PROXY protocol header named
+        self._trusted = state.trusted_proxies
+        self._tls: dict[str, Any] | None = None
         self._loop: asyncio.AbstractEventLoop = loop or asyncio.get_running_loop()
         self._parser_kind = parser_kind
         self._limits = limits
@@ -129,13 +140,18 @@ class HTTP1Protocol(asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.client = (str(peer[0]), int(peer[1]))
             self.client_text = f"{peer[0]}:{peer[1]}"
+        if self._proxied is not None:
+            self.client = client = self._proxied.client
+            self.client_text = f"{client[0]}:{client[1]}" if client else ""
         sock = transport.get_extra_info("sockname")
         if isinstance(sock, tuple) and len(sock) >= 2:
             self.server = (str(sock[0]), int(sock[1]))
         elif isinstance(sock, str) and sock:
             self.server = (sock, None)
-        if transport.get_extra_info("sslcontext") is not None:
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
             self.scheme = "https"
+            self._tls = tls_extension(ssl_object)
         self.state.connections.add(self)
         # A fresh connection must deliver its first request head within the head timeout.
         self._timer = self._loop.call_later(self._head_timeout, self._on_timeout)
@@ -258,7 +274,7 @@ class HTTP1Protocol(asyncio.Protocol):
         if root:
             path = root + path
             raw_path = self._root_path_raw + raw_path
-        return {
+        scope = {
             "type": "http",
             "asgi": _ASGI.copy(),
             "http_version": head.http_version,
@@ -272,8 +288,11 @@ class HTTP1Protocol(asyncio.Protocol):
             "query_string": head.query_string,
             "headers": head.headers,
             "state": self.state.lifespan_state.copy(),
-            "extensions": {},
+            "extensions": {} if self._tls is None else {"tls": self._tls},
         }
+        if self._trusted is not None:
+            apply_to_scope(scope, self._trusted)
+        return scope
 
     # --- the pipeline -----------------------------------------------------------------------
     def _start(self, cycle: RequestCycle, app: ASGIApp) -> None:

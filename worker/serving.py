@@ -12,9 +12,10 @@ import functools
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from corral.worker.edge import Edge, connect_edge
 from corral.worker.http1 import HTTP1Protocol
 from corral.worker.lifespan import Lifespan
 from corral.worker.parsers import ParserLimits
@@ -64,11 +65,13 @@ class Acceptor:
         self,
         loop: asyncio.AbstractEventLoop,
         sock: socket.socket,
-        protocol_factory: Callable[[], asyncio.Protocol],
+        protocol_factory: Callable[..., asyncio.Protocol],
+        edge: Edge | None = None,
     ) -> None:
         self._loop = loop
         self._sock = sock
         self._factory = protocol_factory
+        self._edge = edge  # PROXY header and/or TLS to go through first
         self._tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
         self._reading = False
         self._pending: set[asyncio.Task[Any]] = set()
@@ -101,7 +104,12 @@ class Acceptor:
             conn.setblocking(False)
             if self._tcp:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            task = self._loop.create_task(self._loop.connect_accepted_socket(self._factory, conn))
+            setup: Coroutine[Any, Any, Any]
+            if self._edge is not None:
+                setup = connect_edge(self._loop, conn, self._edge, self._factory)
+            else:
+                setup = self._loop.connect_accepted_socket(self._factory, conn)
+            task = self._loop.create_task(setup)
             self._pending.add(task)
             task.add_done_callback(self._connected)
 
@@ -195,6 +203,9 @@ class Server:
         app = state.app
         if app is None:  # pragma: no cover - set by serve()
             raise RuntimeError("no app to serve")
+        # Built here, in the serving process: a reload's new workers re-read the cert files.
+        edge = Edge(config)
+        state.trusted_proxies = edge.trusted
         self._lifespan = Lifespan(app, config.lifespan, state.lifespan_state)
         await self._lifespan.startup()
         state.refresh_logging()
@@ -211,8 +222,8 @@ class Server:
             HTTP1Protocol, state, parser_kind(config), ParserLimits.from_config(config), loop
         )
         for sock in sockets:
-            if config.supervised:
-                acceptor = Acceptor(loop, sock, factory)
+            if config.supervised or edge.needs_acceptor:
+                acceptor = Acceptor(loop, sock, factory, edge if edge.needs_acceptor else None)
                 acceptor.start()
                 self._acceptors.append(acceptor)
             else:  # alone on the socket: the loop's own accept path is the fastest

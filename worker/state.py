@@ -17,6 +17,7 @@ from corral.worker.dates import DateClock
 if TYPE_CHECKING:
     from corral.config import Config
     from corral.worker.asgi import ASGIApp
+    from corral.worker.proxy_headers import TrustedProxies
 
 
 class ShutdownReason(Enum):
@@ -57,6 +58,8 @@ class ServerState:
         self.total_requests = 0
         self.draining = False
         self.limit_concurrency = config.limit_concurrency
+        #: Parsed --forwarded-allow-ips when --proxy-headers is on (set by the Server).
+        self.trusted_proxies: TrustedProxies | None = None
         self.access_log = False
         self.refresh_logging()
 
