@@ -114,7 +114,9 @@ async def echo_streaming(scope: Scope, receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         more = message.get("more_body", False)
-        await send({"type": "http.response.body", "body": message.get("body", b""), "more_body": more})
+        await send(
+            {"type": "http.response.body", "body": message.get("body", b""), "more_body": more}
+        )
         if not more:
             return
 
@@ -257,7 +259,10 @@ def scope_recorder(recorder: Recorder) -> Any:
 
 # --- lifespan ---------------------------------------------------------------------------
 def lifespan_app(
-    *, fail_startup: str | None = None, fail_shutdown: str | None = None, events: Recorder | None = None
+    *,
+    fail_startup: str | None = None,
+    fail_shutdown: str | None = None,
+    events: Recorder | None = None,
 ) -> Any:
     """Supports lifespan: puts ``{"greeting": "hi"}`` in the state; can fail either phase."""
 
@@ -289,3 +294,15 @@ async def no_lifespan(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         raise RuntimeError(f"unsupported scope {scope['type']}")
     await respond(send, b"plain")
+
+
+async def hang(scope: Scope, receive: Receive, send: Send) -> None:
+    """Never answers (HTTP) and ignores lifespan: for forced-stop tests."""
+    if scope["type"] == "lifespan":
+        raise RuntimeError("no lifespan here")
+    await asyncio.Event().wait()
+
+
+#: Module-level apps for subprocess tests that load "tests.apps:NAME".
+startup_fails = lifespan_app(fail_startup="database unreachable")
+with_lifespan = lifespan_app()

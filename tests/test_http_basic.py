@@ -28,9 +28,7 @@ def test_keep_alive_reuses_one_connection(http_server):
 
 def test_default_headers(http_server):
     """Server and Date are sent, --header values added, and the app can override them."""
-    server = http_server(
-        apps.headers_app([(b"server", b"mine")]), headers=(("X-Team", "corral"),)
-    )
+    server = http_server(apps.headers_app([(b"server", b"mine")]), headers=(("X-Team", "corral"),))
     response = httpx.get(server.url())
     assert response.headers["server"] == "mine"
     assert response.headers.get_list("server") == ["mine"]
@@ -133,9 +131,7 @@ def test_expect_continue_sent_when_app_reads(http_server):
     """100 Continue goes out once the app awaits the body, then the final response."""
     server = http_server(apps.echo)
     with RawClient(server.port) as raw:
-        raw.send(
-            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
-        )
+        raw.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
         assert raw.read_until(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
         raw.send(b"hello")
         assert raw.read_response().body == b"hello"
@@ -145,9 +141,7 @@ def test_expect_continue_not_sent_when_app_ignores_body(http_server):
     """An app that answers without reading gets no 100; the connection then closes."""
     server = http_server(apps.hello)
     with RawClient(server.port) as raw:
-        raw.send(
-            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
-        )
+        raw.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
         response = raw.read_response()
         assert response.status == 200
         assert response.header("connection") == "close"
