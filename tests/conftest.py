@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-
 from corral.config import Config
 from corral.worker.serving import Server
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 
 import httpx
-
 from corral.worker.flow import PAUSE_BODY, READ_HIGH_WATER
+
 from tests import apps
 from tests.apps import Gate, Recorder
 from tests.conftest import RawClient, get, wait_for

@@ -6,9 +6,9 @@ import asyncio
 
 import httpx
 import pytest
-
 from corral.errors import StartupError
 from corral.worker.lifespan import Lifespan, LifespanPhase
+
 from tests import apps
 from tests.apps import Recorder
 from tests.conftest import start_server
