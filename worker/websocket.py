@@ -25,7 +25,7 @@ from typing import Any
 from corral.worker import ws_handshake
 from corral.worker.asgi import Message
 from corral.worker.state import ServerState, ShutdownReason
-from corral.worker.ws_messages import MessageAssembler
+from corral.worker.ws_messages import FIN_BINARY, FIN_TEXT, MessageAssembler, server_frame
 from websockets.exceptions import ProtocolError
 from websockets.frames import BINARY, CLOSE, CONT, PONG, TEXT, CloseCode, Frame
 from websockets.http11 import Response
@@ -130,6 +130,9 @@ class WebSocketConnection(asyncio.Protocol):
         self._ping_payload: bytes | None = None
         self._ping_count = 0
         self._close_handle: asyncio.TimerHandle | None = None
+        #: No extension negotiated: data frames are framed here, without the protocol's
+        #: general serializer (it would only add checks that cannot fail for them).
+        self._plain = not ws.extensions
 
     # --- life cycle ----------------------------------------------------------------------
     def _move(self, phase: Phase) -> None:
@@ -217,7 +220,8 @@ class WebSocketConnection(asyncio.Protocol):
         events = ws.events_received()
         if events:
             self._handle(events)
-        self._flush()
+        if ws.writes:
+            self._flush()
 
     def eof_received(self) -> bool | None:
         if self.phase is Phase.OPEN or self.phase is Phase.CLOSING:
@@ -277,13 +281,19 @@ class WebSocketConnection(asyncio.Protocol):
                         raise ClientDisconnected("WebSocket closed while waiting to send")
                 text = message.get("text")
                 if text is not None:
-                    self.ws.send_text(text.encode())
+                    payload, first_byte = text.encode(), FIN_TEXT
                 else:
-                    data = message.get("bytes")
-                    if data is None:
+                    payload, first_byte = message.get("bytes"), FIN_BINARY
+                    if payload is None:
                         raise RuntimeError("websocket.send needs 'text' or 'bytes'")
-                    self.ws.send_binary(data)
-                self._flush()
+                if self._plain:
+                    self.transport.write(server_frame(first_byte, payload))
+                elif first_byte == FIN_TEXT:
+                    self.ws.send_text(payload)
+                    self._flush()
+                else:
+                    self.ws.send_binary(payload)
+                    self._flush()
             elif kind == "websocket.close":
                 self._start_close(message.get("code") or 1000, message.get("reason") or "")
             else:

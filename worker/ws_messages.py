@@ -9,11 +9,29 @@ connection at the fragment that carries it rather than at the end of the message
 from __future__ import annotations
 
 import codecs
+import struct
 from typing import Any
 
 from websockets.frames import BINARY, CONT, TEXT, Frame
 
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+
+#: First byte of a final, unfragmented text / binary frame without extension bits.
+FIN_TEXT = 0x81
+FIN_BINARY = 0x82
+_SHORT = struct.Struct("!BB")
+_MEDIUM = struct.Struct("!BBH")
+_LONG = struct.Struct("!BBQ")
+
+
+def server_frame(first_byte: int, payload: bytes | bytearray | memoryview) -> bytes:
+    """A complete unmasked frame (RFC 6455 5.2): the hot path of ``websocket.send``."""
+    n = len(payload)
+    if n < 126:
+        return _SHORT.pack(first_byte, n) + payload
+    if n < 65536:
+        return _MEDIUM.pack(first_byte, 126, n) + payload
+    return _LONG.pack(first_byte, 127, n) + payload
 
 
 class MessageAssembler:
