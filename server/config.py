@@ -22,11 +22,6 @@ Check = Callable[[Any], str | None]
 #: default is refused with a clear error rather than silently ignored.
 PENDING: frozenset[str] = frozenset(
     {
-        "ssl_keyfile",
-        "ssl_certfile",
-        "ssl_keyfile_password",
-        "ssl_ca_certs",
-        "proxy_protocol",
         "user",
         "group",
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import ssl
@@ -12,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 import trustme
 import uvloop
@@ -21,6 +23,10 @@ from corral.worker.edge import Edge, Proxied
 from corral.worker.serving import Acceptor
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from websockets.asyncio.client import connect as ws_connect
+
+from tests.conftest import wait_for
+from tests.edge_harness import DEADLINE, STACKS, serve
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,
@@ -400,3 +406,107 @@ def test_edge_proxy_header_then_tls(pki: SimpleNamespace, ca: trustme.CA, loop_n
 
     result, _ = serve_edge(loop_name, edge_config(pki, proxy_protocol=True), client)
     assert result == b"client=('2001:db8::2', 1234) tls=0x304"
+
+
+# --- end to end: a real corral Server over TLS -----------------------------------------------
+
+
+def tls_settings(pki: SimpleNamespace, **overrides: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {"ssl_certfile": str(pki.cert), "ssl_keyfile": str(pki.key)}
+    values.update(overrides)
+    return values
+
+
+@pytest.mark.parametrize(("loop_kind", "http_kind"), STACKS)
+def test_https_scope_and_extension(
+    pki: SimpleNamespace, ca: trustme.CA, loop_kind: str, http_kind: str
+) -> None:
+    """Over TLS the scope says https and carries the TLS extension (no client cert)."""
+    with serve(loop_kind, http_kind, **tls_settings(pki)) as running:
+        assert running.url().startswith("https://127.0.0.1:")
+        with httpx.Client(verify=client_context(ca)) as client:
+            first = client.get(f"https://localhost:{running.port()}/").json()
+            second = client.get(f"https://localhost:{running.port()}/").json()
+    assert first["scheme"] == "https"
+    tls = first["tls"]
+    assert tls["server_cert"] == pki.server.cert_chain_pems[0].bytes().decode()
+    assert tls["client_cert_chain"] == [] and tls["client_cert_name"] is None
+    assert tls["client_cert_error"] is None and tls["tls_version"] == 0x0304
+    assert isinstance(tls["cipher_suite"], int)
+    assert second == first  # keep-alive: the same connection, the same extension
+
+
+@pytest.mark.parametrize(("loop_kind", "http_kind"), STACKS)
+def test_mtls_end_to_end(
+    pki: SimpleNamespace,
+    ca: trustme.CA,
+    loop_kind: str,
+    http_kind: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """--ssl-cert-reqs 2: a client cert reaches the app; no cert is refused with a debug line."""
+    caplog.set_level(logging.DEBUG, logger="corral.error")
+    settings_ = tls_settings(pki, ssl_cert_reqs=2, ssl_ca_certs=str(pki.ca_file))
+    with serve(loop_kind, http_kind, **settings_) as running:
+        url = f"https://localhost:{running.port()}/"
+        with httpx.Client(verify=client_context(ca, pki.client)) as client:
+            tls = client.get(url).json()["tls"]
+        with pytest.raises(httpx.TransportError), httpx.Client(verify=client_context(ca)) as c:
+            c.get(url)
+        wait_for(lambda: any("TLS handshake" in r.getMessage() for r in caplog.records))
+    assert tls["client_cert_chain"][0] == pki.client.cert_chain_pems[0].bytes().decode()
+    assert tls["client_cert_name"].startswith("CN=alice\\, ops,")
+    assert tls["client_cert_error"] is None
+    failures = [r for r in caplog.records if "TLS handshake" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].levelno == logging.DEBUG
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(("loop_kind", "http_kind"), STACKS[::3])
+def test_plain_http_to_tls_port_is_quiet(
+    pki: SimpleNamespace, loop_kind: str, http_kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Plain HTTP to the TLS port fails the handshake: one debug line, never a traceback."""
+    caplog.set_level(logging.DEBUG)
+    with serve(loop_kind, http_kind, **tls_settings(pki)) as running:
+        with socket.create_connection(("127.0.0.1", running.port()), timeout=DEADLINE) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                assert sock.recv(100) == b""
+            except ConnectionResetError:
+                pass
+        wait_for(lambda: any("TLS handshake" in r.getMessage() for r in caplog.records))
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
+
+
+def test_alpn_http11_end_to_end(pki: SimpleNamespace, ca: trustme.CA) -> None:
+    """The server selects http/1.1 for a client offering h2 and http/1.1."""
+    context = client_context(ca)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with serve("uvloop", "httptools", **tls_settings(pki)) as running:
+        raw = socket.create_connection(("127.0.0.1", running.port()), timeout=DEADLINE)
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            assert tls.selected_alpn_protocol() == "http/1.1"
+
+
+@pytest.mark.parametrize(("loop_kind", "http_kind"), STACKS[::3])
+def test_wss_scope(pki: SimpleNamespace, ca: trustme.CA, loop_kind: str, http_kind: str) -> None:
+    """A WebSocket over TLS has scheme wss and the TLS extension."""
+
+    async def talk(port: int) -> dict[str, Any]:
+        async with ws_connect(f"wss://localhost:{port}/", ssl=client_context(ca)) as ws:
+            return dict(json.loads(await ws.recv()))
+
+    with serve(loop_kind, http_kind, **tls_settings(pki)) as running:
+        report = asyncio.run(talk(running.port()))
+    assert report["type"] == "websocket" and report["scheme"] == "wss"
+    assert report["tls"]["tls_version"] == 0x0304
+
+
+def test_bad_tls_settings_refuse_to_start(pki: SimpleNamespace) -> None:
+    """A missing certificate file stops the server with a ConfigError naming the option."""
+    with (
+        pytest.raises(AssertionError, match="--ssl-certfile"),
+        serve("asyncio", "h11", ssl_certfile=str(pki.root / "missing.pem")),
+    ):
+        pass
