@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
 import pytest
 from corral.worker.proxy_headers import apply_to_scope, parse_trusted, resolve
 from hypothesis import given
 from hypothesis import strategies as st
+from websockets.asyncio.client import connect as ws_connect
+
+from tests.conftest import wait_for
+from tests.edge_harness import STACKS, serve
 
 DEFAULT = parse_trusted(["127.0.0.1", "::1"])
 PEER = ("127.0.0.1", 40000)
@@ -268,3 +280,152 @@ def test_apply_to_scope_without_headers_keeps_the_list() -> None:
     scope = {"client": PEER, "scheme": "http", "headers": headers}
     apply_to_scope(scope, DEFAULT)
     assert scope["headers"] is headers and scope["client"] == PEER
+
+
+# --- end to end: a real corral Server -----------------------------------------------------------
+
+
+def get_json(url: str, headers: list[tuple[str, str]], **kw: Any) -> dict[str, Any]:
+    with httpx.Client(**kw) as client:
+        response = client.get(url, headers=headers)
+    assert response.status_code == 200
+    return dict(response.json())
+
+
+FORMS = [
+    ([("X-Forwarded-For", "198.51.100.4"), ("X-Forwarded-Proto", "https")],
+     ["198.51.100.4", 0], "https", None),
+    ([("X-Forwarded-For", "6.6.6.6, 198.51.100.4")], ["198.51.100.4", 0], "http", None),
+    ([("Forwarded", 'for="[2001:db8::5]:4711";proto=https;host=shop.example')],
+     ["2001:db8::5", 4711], "https", "shop.example"),
+    ([("Forwarded", "for=192.0.2.1"), ("Forwarded", "for=203.0.113.2;proto=wss")],
+     ["203.0.113.2", 0], "https", None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("loop_kind", "http_kind"), STACKS)
+@pytest.mark.parametrize(("headers", "client", "scheme", "host"), FORMS)
+def test_trusted_peer_every_form(
+    loop_kind: str,
+    http_kind: str,
+    headers: list[tuple[str, str]],
+    client: list[Any],
+    scheme: str,
+    host: str | None,
+) -> None:
+    """From the default trusted peer (127.0.0.1) every header form rewrites the scope."""
+    with serve(loop_kind, http_kind) as running:
+        report = get_json(running.url(), headers)
+        port = running.port()
+    assert report["client"] == client and report["scheme"] == scheme
+    assert report["host"] == (host or f"127.0.0.1:{port}")
+
+
+@pytest.mark.parametrize("settings", [{"forwarded_allow_ips": "10.9.8.7"},
+                                      {"proxy_headers": False}])  # fmt: skip
+@pytest.mark.parametrize(("headers", "client", "scheme", "host"), FORMS)
+def test_untrusted_peer_or_disabled_ignored(
+    settings: dict[str, Any],
+    headers: list[tuple[str, str]],
+    client: list[Any],
+    scheme: str,
+    host: str | None,
+) -> None:
+    """From an untrusted peer, or with --no-proxy-headers, the headers change nothing."""
+    with serve("uvloop", "httptools", **settings) as running:
+        report = get_json(running.url(), headers)
+        port = running.port()
+    assert report["client"][0] == "127.0.0.1" and report["client"][1] != 0
+    assert report["scheme"] == "http" and report["host"] == f"127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize(("loop_kind", "http_kind"), STACKS)
+def test_malformed_values_do_not_poison_the_scope(loop_kind: str, http_kind: str) -> None:
+    """Garbage proxy headers from a trusted peer are ignored and the request is served."""
+    bad = [("X-Forwarded-For", "1.2.3.4,,<script>"), ("X-Forwarded-Proto", "gopher"),
+           ("Forwarded", 'for="unterminated;host=evil')]  # fmt: skip
+    with serve(loop_kind, http_kind) as running:
+        report = get_json(running.url(), bad)
+    assert report["client"][0] == "127.0.0.1" and report["scheme"] == "http"
+
+
+def test_access_log_shows_the_forwarded_client(caplog: pytest.LogCaptureFixture) -> None:
+    """The access line names the client from X-Forwarded-For, not the proxy."""
+    caplog.set_level(logging.INFO, logger="corral.access")
+    with serve("asyncio", "httptools") as running:
+        get_json(running.url(), [("X-Forwarded-For", "198.51.100.77")])
+        lines = wait_for(lambda: [r.getMessage() for r in caplog.records
+                                  if r.name == "corral.access"])  # fmt: skip
+    assert lines[0].startswith('198.51.100.77:0 - "GET / HTTP/1.1" 200')
+
+
+@pytest.mark.parametrize(("allow", "trusted"), [("unix", True), (None, False)])
+def test_unix_socket_peer(tmp_path: Path, allow: str | None, trusted: bool) -> None:
+    """Over --uds, headers count only when a Unix-socket literal is trusted."""
+    path = str(tmp_path / "edge.sock")
+    with serve("uvloop", "h11", port=None, uds=path, forwarded_allow_ips=allow):
+        transport = httpx.HTTPTransport(uds=path)
+        report = get_json("http://localhost/", [("X-Forwarded-For", "192.0.2.55")],
+                          transport=transport)  # fmt: skip
+    assert report["client"] == (["192.0.2.55", 0] if trusted else None)
+
+
+def test_ipv6_loopback_peer_trusted_by_default() -> None:
+    """On [::1] the default --forwarded-allow-ips (which includes ::1) trusts the peer."""
+    if not has_ipv6():
+        pytest.skip("no IPv6 loopback on this machine")
+    with serve("uvloop", "httptools", port=None, bind=("[::1]:0",)) as running:
+        assert running.url().startswith("http://[::1]:")
+        report = get_json(running.url(), [("X-Forwarded-For", "2001:db8::77")])
+    assert report["client"] == ["2001:db8::77", 0]
+
+
+@pytest.mark.parametrize(("loop_kind", "http_kind"), STACKS[::3])
+def test_websocket_scheme_from_proxy(loop_kind: str, http_kind: str) -> None:
+    """X-Forwarded-Proto https turns a WebSocket scope's scheme into wss."""
+
+    async def talk(port: int) -> dict[str, Any]:
+        headers = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "192.0.2.9"}
+        async with ws_connect(f"ws://127.0.0.1:{port}/", additional_headers=headers) as ws:
+            return dict(json.loads(await ws.recv()))
+
+    with serve(loop_kind, http_kind) as running:
+        report = asyncio.run(talk(running.port()))
+    assert report["scheme"] == "wss" and report["client"] == ["192.0.2.9", 0]
+
+
+def has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def test_several_binds_served_at_once(tmp_path: Path) -> None:
+    """IPv4, IPv6 and a Unix socket bound together are all served by one server."""
+    binds = ["127.0.0.1:0", f"unix:{tmp_path / 'b.sock'}"]
+    if has_ipv6():
+        binds.append("[::1]:0")
+    with serve("uvloop", "httptools", port=None, bind=tuple(binds)) as running:
+        assert len(running.listeners) == len(binds)
+        assert get_json(running.url(0), [])["client"][0] == "127.0.0.1"
+        transport = httpx.HTTPTransport(uds=str(tmp_path / "b.sock"))
+        assert get_json("http://localhost/", [], transport=transport)["client"] is None
+        if has_ipv6():
+            assert get_json(running.url(2), [])["client"][0] == "::1"
+
+
+def test_dual_stack_host_serves_ipv4_too() -> None:
+    """--host :: serves IPv6, and IPv4 where the system maps it (Linux default)."""
+    if not has_ipv6():
+        pytest.skip("no IPv6 loopback on this machine")
+    with serve("asyncio", "h11", host="::") as running:
+        port = running.port()
+        assert get_json(f"http://[::1]:{port}/", [])["client"][0] == "::1"
+        try:
+            report = get_json(f"http://127.0.0.1:{port}/", [])
+        except httpx.ConnectError:
+            pytest.skip("this system does not map IPv4 onto IPv6 sockets")
+    assert report["client"][0] in ("::ffff:127.0.0.1", "127.0.0.1")
