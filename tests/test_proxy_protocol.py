@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import socket
 import struct
@@ -27,6 +28,9 @@ from corral.worker.proxy_protocol import (
 from corral.worker.serving import Acceptor
 from hypothesis import given
 from hypothesis import strategies as st
+
+from tests.conftest import wait_for
+from tests.edge_harness import DEADLINE, STACKS, serve
 
 
 def v2(
@@ -388,3 +392,124 @@ def test_socket_ipv6_loopback(loop_name: str) -> None:
         pytest.skip("no IPv6 loopback on this machine")
     data = run_edge(loop_name, b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n.", family=socket.AF_INET6)
     assert data == b"client=('1.2.3.4', 1)\ndata=."
+
+
+# --- end to end: a real corral Server with --proxy-protocol --------------------------------------
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def exchange(port: int, payload: bytes, *, host: str = "127.0.0.1", eof: bool = False) -> bytes:
+    """Send raw bytes, optionally half-close, and read until the server closes."""
+    with socket.create_connection((host, port), timeout=DEADLINE) as sock:
+        sock.sendall(payload)
+        if eof:
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            pass
+    return b"".join(chunks)
+
+
+def report_of(response: bytes) -> dict[str, Any]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), response[:200]
+    return dict(json.loads(body))
+
+
+@pytest.mark.parametrize(("loop_kind", "http_kind"), STACKS)
+def test_server_v1_and_v2_name_the_client(loop_kind: str, http_kind: str) -> None:
+    """With --proxy-protocol, v1 and v2 (with TLVs) headers become the scope's client."""
+    src = ipaddress.IPv6Address("2001:db8::42")
+    block = struct.pack("!16s16sHH", src.packed, ipaddress.IPv6Address("::1").packed, 999, 80)
+    tlvs = tlv(0x01, b"http/1.1") + tlv(0x20, b"\x01\0\0\0\0") + tlv(0x04, b"\0" * 3)
+    with serve(loop_kind, http_kind, proxy_protocol=True) as running:
+        port = running.port()
+        one = report_of(exchange(port, b"PROXY TCP4 203.0.113.5 10.0.0.1 5555 80\r\n" + REQUEST))
+        two = report_of(exchange(port, v2(family=0x21, block=block, tlvs=tlvs) + REQUEST))
+        local = report_of(exchange(port, v2(command=0, family=0, block=b"") + REQUEST))
+        unknown = report_of(exchange(port, b"PROXY UNKNOWN\r\n" + REQUEST))
+    assert one["client"] == ["203.0.113.5", 5555]
+    assert two["client"] == ["2001:db8::42", 999]
+    assert local["client"][0] == "127.0.0.1" and local["client"][1] != 0
+    assert unknown["client"][0] == "127.0.0.1"
+
+
+@pytest.mark.parametrize(("loop_kind", "http_kind"), STACKS[::3])
+@pytest.mark.parametrize(
+    ("payload", "eof", "reason"),
+    [
+        (REQUEST, False, "no PROXY protocol header"),
+        (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + b"\0" * 40, False, "no PROXY"),
+        (b"PROXY TCP4 203.0.113.5 10.0.0.1 55", True, "in the middle"),
+        (v2(tlvs=tlv(0x02, b"abc"))[:-2], True, "in the middle"),
+        (v2(tlvs=b"\x02\x00\xff") + REQUEST, False, "overruns"),
+        (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n" + REQUEST, False, "6 fields"),
+    ],
+)
+def test_server_refuses_bad_headers_with_one_line(
+    loop_kind: str,
+    http_kind: str,
+    payload: bytes,
+    eof: bool,
+    reason: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Missing, garbage, truncated and malformed headers: closed unanswered, one log line."""
+    caplog.set_level(logging.DEBUG, logger="corral")
+    with serve(loop_kind, http_kind, proxy_protocol=True) as running:
+        assert exchange(running.port(), payload, eof=eof) == b""
+        wait_for(lambda: [r for r in caplog.records if "Refused" in r.getMessage()])
+    refused = [r for r in caplog.records if "Refused" in r.getMessage()]
+    assert len(refused) == 1 and reason in refused[0].getMessage()
+    assert refused[0].levelno == logging.WARNING
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not [r for r in caplog.records if r.name == "corral.access"]
+
+
+def test_server_health_check_connect_close_is_quiet(caplog: pytest.LogCaptureFixture) -> None:
+    """A load balancer's TCP check (connect, then close) is only a debug line."""
+    caplog.set_level(logging.DEBUG, logger="corral")
+    with serve("uvloop", "httptools", proxy_protocol=True) as running:
+        assert exchange(running.port(), b"", eof=True) == b""
+        wait_for(lambda: [r for r in caplog.records if "Refused" in r.getMessage()])
+    refused = [r for r in caplog.records if "Refused" in r.getMessage()]
+    assert len(refused) == 1 and refused[0].levelno == logging.DEBUG
+
+
+def test_server_access_log_names_proxied_client(caplog: pytest.LogCaptureFixture) -> None:
+    """The access line shows the client from the PROXY header."""
+    caplog.set_level(logging.INFO, logger="corral.access")
+    with serve("asyncio", "h11", proxy_protocol=True) as running:
+        exchange(running.port(), b"PROXY TCP4 198.51.100.8 10.0.0.1 4242 80\r\n" + REQUEST)
+        lines = wait_for(lambda: [r.getMessage() for r in caplog.records
+                                  if r.name == "corral.access"])  # fmt: skip
+    assert lines[0].startswith('198.51.100.8:4242 - "GET / HTTP/1.1" 200')
+
+
+def test_server_proxy_headers_trust_the_proxied_client() -> None:
+    """With both on, X-Forwarded-For counts only if the PROXY-named client is trusted."""
+    forged = REQUEST.replace(b"Host: x\r\n", b"Host: x\r\nX-Forwarded-For: 6.6.6.6\r\n")
+    with serve("uvloop", "httptools", proxy_protocol=True,
+               forwarded_allow_ips="10.1.1.1") as running:  # fmt: skip
+        port = running.port()
+        outsider = report_of(exchange(port, b"PROXY TCP4 203.0.113.5 10.0.0.1 1 80\r\n" + forged))
+        inner = report_of(exchange(port, b"PROXY TCP4 10.1.1.1 10.0.0.1 1 80\r\n" + forged))
+    assert outsider["client"] == ["203.0.113.5", 1]
+    assert inner["client"] == ["6.6.6.6", 0]
+
+
+def test_server_ipv6_loopback_with_proxy_protocol() -> None:
+    """PROXY headers work on an IPv6 loopback listener of the real server."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    with serve("uvloop", "h11", port=None, bind=("[::1]:0",), proxy_protocol=True) as running:
+        data = exchange(running.port(), b"PROXY TCP6 2001:db8::1 ::1 7 80\r\n" + REQUEST,
+                        host="::1")  # fmt: skip
+    assert report_of(data)["client"] == ["2001:db8::1", 7]
