@@ -510,3 +510,18 @@ def test_bad_tls_settings_refuse_to_start(pki: SimpleNamespace) -> None:
         serve("asyncio", "h11", ssl_certfile=str(pki.root / "missing.pem")),
     ):
         pass
+
+
+def test_proxy_protocol_before_tls_end_to_end(pki: SimpleNamespace, ca: trustme.CA) -> None:
+    """--proxy-protocol with TLS: the header precedes the ClientHello and names the client."""
+    with serve("uvloop", "httptools", proxy_protocol=True, **tls_settings(pki)) as running:
+        raw = socket.create_connection(("127.0.0.1", running.port()), timeout=DEADLINE)
+        raw.sendall(b"PROXY TCP4 192.0.2.200 10.0.0.1 6000 443\r\n")
+        with client_context(ca).wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            response = b""
+            while chunk := tls.recv(65536):
+                response += chunk
+    report = json.loads(response.partition(b"\r\n\r\n")[2])
+    assert report["client"] == ["192.0.2.200", 6000] and report["scheme"] == "https"
+    assert report["tls"]["tls_version"] == 0x0304
