@@ -1,4 +1,5 @@
-"""The wire corpus (tests/wire_corpus.py) over real sockets, on both parsers and both loops.
+"""The wire corpus (tests/wire_corpus.py) over real sockets, on both parsers and both loops,
+plus the response-side rules and timers of issue 3.
 
 For every case the raw request is sent with a pipelined follow-up behind it. A refused
 request must get its status with ``Connection: close``, then EOF: the follow-up is never
@@ -104,3 +105,179 @@ def test_wire_case(
             assert follow_up.status == 200
             assert json.loads(follow_up.body)["path"] == "/smuggled"
     assert not any(r.exc_info for r in caplog.records), "a traceback was logged"
+
+
+# --- the response side and the timers (issue 3: "Responses", "Slow clients") ---------------
+def app_sending(
+    status: int = 200,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    bodies: tuple[bytes, ...] = (b"hello",),
+    read_request: bool = True,
+) -> Any:
+    """An app answering with ``status``, ``headers`` and the body pieces given."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if read_request:
+            while (await receive()).get("more_body", False):
+                pass
+        await send({"type": "http.response.start", "status": status, "headers": headers or []})
+        for i, body in enumerate(bodies):
+            more = i < len(bodies) - 1
+            await send({"type": "http.response.body", "body": body, "more_body": more})
+
+    return app
+
+
+def test_http10_streamed_response_is_close_delimited(http_server: Any) -> None:
+    """A streamed response to HTTP/1.0 is never chunked: it ends with the connection."""
+    server = http_server(app_sending(bodies=(b"one ", b"two")))
+    with RawClient(server.port) as client:
+        client.send(b"GET / HTTP/1.0\r\n\r\n")
+        raw = client.read_to_eof()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"transfer-encoding" not in head.lower()
+    assert body == b"one two"
+
+
+def test_no_100_continue_for_http10(http_server: Any) -> None:
+    """HTTP/1.0 never gets 100 Continue, even with Expect: 100-continue."""
+    server = http_server(app_sending())
+    with RawClient(server.port) as client:
+        client.send(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc")
+        raw = client.read_to_eof()
+    assert raw.startswith(b"HTTP/1.1 200")
+    assert b"100 Continue" not in raw
+
+
+def test_100_continue_for_http11(http_server: Any) -> None:
+    """HTTP/1.1 with Expect: 100-continue gets 100 Continue once the app reads the body."""
+    server = http_server(app_sending())
+    with RawClient(server.port) as client:
+        client.send(
+            b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"
+        )
+        assert client.read_response().status == 100
+        client.send(b"abc")
+        assert client.read_response().status == 200
+
+
+@pytest.mark.parametrize(("method", "status"), [("HEAD", 200), ("GET", 204), ("GET", 304)])
+def test_bodiless_responses_drop_the_body(http_server: Any, method: str, status: int) -> None:
+    """HEAD, 204 and 304 carry no body on the wire even when the app sends one."""
+    server = http_server(app_sending(status, bodies=(b"should not be sent",)))
+    with RawClient(server.port) as client:
+        client.send(f"{method} / HTTP/1.1\r\nHost: x\r\n\r\n".encode() + FOLLOW_UP)
+        first = client.read_response(head_request=True)
+        assert first.status == status
+        # The next response starts right after the head: nothing of the body leaked.
+        second = client.read_response(head_request=method == "HEAD")
+        assert second.status == status
+    assert b"should not" not in first.body + second.body
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        (b"x-ok", b"a\r\nInjected: 1"),
+        (b"x-ok", b"a\nInjected: 1"),
+        (b"x-ok", b"a\x00b"),
+        (b"x-bad\r\ninjected", b"1"),
+    ],
+)
+def test_app_header_injection_refused(
+    http_server: Any, header: tuple[bytes, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An app header with CR, LF or NUL gets a 500 and nothing reaches the wire."""
+    server = http_server(app_sending(headers=[header]))
+    with caplog.at_level(logging.ERROR), RawClient(server.port) as client:
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = client.read_response()
+        rest = client.read_to_eof() if response.header("connection") == "close" else b""
+    assert response.status == 500
+    assert all(name != "injected" for name, _ in response.headers)
+    assert b"Injected" not in response.body + rest
+    assert any("Refused" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("bodies", [(b"0123456789",), (b"01234", b"56789")])
+def test_app_body_longer_than_content_length(
+    http_server: Any, bodies: tuple[bytes, ...], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A body longer than the declared Content-Length is cut and the connection closed."""
+    server = http_server(app_sending(headers=[(b"content-length", b"7")], bodies=bodies))
+    with caplog.at_level(logging.WARNING), RawClient(server.port) as client:
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + FOLLOW_UP)
+        response = client.read_response()
+        assert response.body == b"0123456"
+        assert client.is_closed()
+
+
+def test_app_body_shorter_than_content_length(http_server: Any) -> None:
+    """A body shorter than the declared Content-Length closes the connection."""
+    server = http_server(app_sending(headers=[(b"content-length", b"10")], bodies=(b"short",)))
+    with RawClient(server.port) as client:
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + FOLLOW_UP)
+        raw = client.read_to_eof()
+    assert raw.startswith(b"HTTP/1.1 200")
+    assert raw.endswith(b"short")  # then EOF: the follow-up is never answered
+
+
+def test_header_timeout_gives_408(http_server: Any) -> None:
+    """A head not complete within --timeout-request-header gets 408 and a close."""
+    server = http_server(app_sending(), timeout_request_header=0.3)
+    with RawClient(server.port) as client:
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        raw = client.read_to_eof()
+    assert raw.startswith(b"HTTP/1.1 408")
+
+
+def test_body_timeout_gives_408(http_server: Any) -> None:
+    """A body stalled past --timeout-request-body gets 408 when no response has started."""
+    server = http_server(app_sending(), timeout_request_body=0.3)
+    with RawClient(server.port) as client:
+        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        raw = client.read_to_eof()
+    assert raw.startswith(b"HTTP/1.1 408")
+
+
+def test_body_timeout_after_response_started_closes(http_server: Any) -> None:
+    """A body stalled after the response started just closes the connection."""
+
+    async def early_answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"early", "more_body": True})
+        while (await receive()).get("more_body", False):
+            pass  # the rest of the body never comes
+
+    server = http_server(early_answer, timeout_request_body=0.3)
+    with RawClient(server.port) as client:
+        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        raw = client.read_to_eof()
+    assert raw.startswith(b"HTTP/1.1 200")
+    assert b"early" in raw
+    assert b"408" not in raw
+
+
+@pytest.mark.parametrize(
+    "rest",
+    [
+        b"",  # the body stalls
+        b"zz\r\n",  # the body turns malformed
+    ],
+    ids=["stalled", "malformed"],
+)
+def test_unread_body_after_complete_response_closes(http_server: Any, rest: bytes) -> None:
+    """After a response sent before the body arrived, a stalled or bad body closes the
+    connection (no 408 after the 200), instead of holding it open forever."""
+    server = http_server(app_sending(read_request=False), timeout_request_body=0.3)
+    with RawClient(server.port) as client:
+        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        response = client.read_response()
+        assert response.status == 200
+        client.send(rest)
+        assert client.read_to_eof() == b""
