@@ -156,8 +156,9 @@ def load_app(config: Config) -> ASGIApp:
     target = config.app
     name = target if isinstance(target, str) else _describe(target)
     if isinstance(target, str):
+        # First on sys.path, so the user's module wins over a same-named installed one.
         app_dir = os.path.abspath(config.app_dir or ".")
-        if app_dir not in sys.path:
+        if not sys.path or sys.path[0] != app_dir:
             sys.path.insert(0, app_dir)
         target = import_from_string(target)
 
