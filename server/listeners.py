@@ -127,7 +127,7 @@ def open_tcp(host: str, port: int, config: Config) -> Listener:
         _prepare(sock, config.backlog)
     except OSError as exc:
         sock.close()
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        reason = exc.strerror or str(exc)  # gaierror (unknown host) has its own text
         raise ListenError(
             f"error while attempting to bind on address ({host!r}, {port}): {reason.lower()}"
         ) from None

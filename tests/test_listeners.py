@@ -143,6 +143,12 @@ def test_address_in_use_is_listen_error(opened: list[Listener]) -> None:
     assert info.value.exit_code == ExitCode.ERROR
 
 
+def test_foreign_address_is_listen_error(opened: list[Listener]) -> None:
+    """An address this host doesn't have (TEST-NET-1) is a short bind error naming it."""
+    with pytest.raises(ListenError, match="'192.0.2.1', 0.*cannot assign requested address"):
+        open_with(opened, host="192.0.2.1", port=0)
+
+
 def test_failure_closes_earlier_listeners(opened: list[Listener], tmp_path: Path) -> None:
     """When a later listener fails, the ones already opened are closed (UNIX file removed)."""
     (busy,) = open_with(opened, port=0)
