@@ -145,7 +145,7 @@ def test_address_in_use_is_listen_error(opened: list[Listener]) -> None:
 
 def test_foreign_address_is_listen_error(opened: list[Listener]) -> None:
     """An address this host doesn't have (TEST-NET-1) is a short bind error naming it."""
-    with pytest.raises(ListenError, match="'192.0.2.1', 0.*cannot assign requested address"):
+    with pytest.raises(ListenError, match=r"'192\.0\.2\.1', 0.*cannot assign requested address"):
         open_with(opened, host="192.0.2.1", port=0)
 
 
