@@ -592,3 +592,51 @@ def test_send_waits_for_slow_reader_and_fails_once_gone(serve: Callable[..., Har
     assert sent < 1000  # 64 MiB would mean no backpressure at all
     client.close()
     assert wait_for(lambda: app.seen("send_failed")) == ["ClientDisconnected"]
+
+
+def test_server_stop_closes_1001_and_app_sees_disconnect(serve: Callable[..., Harness]) -> None:
+    """Stopping the server closes open WebSockets with 1001 at the drain deadline, and the app
+    receives websocket.disconnect (not a cancellation)."""
+    app = Recorder()
+    server = serve(app, timeout_graceful_shutdown=0.05)
+
+    async def scenario() -> int | None:
+        async with connect(server.url + "/silent") as ws:
+            await ws.send("before")
+            wait_for(lambda: app.seen("received"))
+            stopper = threading.Thread(target=server.running.stop)
+            stopper.start()
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            stopper.join(10)
+            return ws.close_code
+
+    assert run(scenario()) == 1001
+    assert [m["code"] for m in app.seen("disconnect")] == [1001]
+
+
+def test_limit_concurrency_counts_websockets(serve: Callable[..., Harness]) -> None:
+    """An open WebSocket counts toward --limit-concurrency: the next upgrade gets 503."""
+    server = serve(Recorder(), limit_concurrency=1)
+
+    async def scenario() -> int:
+        async with connect(server.url + "/echo") as ws:
+            await ws.send("x")
+            await ws.recv()
+            with pytest.raises(InvalidStatus) as info:
+                async with connect(server.url + "/echo"):
+                    pass
+            return info.value.response.status_code
+
+    assert run(scenario()) == 503
+
+
+def test_ws_none_serves_upgrades_as_http(serve: Callable[..., Harness]) -> None:
+    """With --ws none an upgrade request is an ordinary HTTP request for the app."""
+    server = serve(Recorder(), ws="none")
+    client = RawClient(server.port)
+    try:
+        status, _ = client.request(handshake_bytes("/echo"))
+    finally:
+        client.close()
+    assert status == 200

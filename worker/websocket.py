@@ -110,6 +110,7 @@ class WebSocketConnection(asyncio.Protocol):
         self.scope = http_scope  # replaced by the websocket scope in start()
         self.task: asyncio.Task[None] | None = None
         self.draining = False
+        self._shut_down = False  # shutdown_now() was called
         self._loop = asyncio.get_running_loop()
         self._template = template
         self._assembler = MessageAssembler()
@@ -169,7 +170,10 @@ class WebSocketConnection(asyncio.Protocol):
         except ClientDisconnected:
             self._app_finished("")
         except asyncio.CancelledError:
-            self._abort()
+            if self.phase is Phase.CLOSING:
+                self.transport.close()  # let the close frame already written go out
+            else:
+                self._abort()
             raise
         except Exception:
             logger.error("Exception in ASGI application\n", exc_info=True)
@@ -190,6 +194,10 @@ class WebSocketConnection(asyncio.Protocol):
             self._abort()
         elif phase is Phase.OPEN:
             self._start_close(CloseCode.INTERNAL_ERROR if how == "failed" else 1000, "")
+        elif phase is Phase.CLOSING and self._shut_down:
+            # The server stops right after its apps: send the close frame and end TCP now
+            # rather than wait for an echo that would arrive after the loop has gone.
+            self.transport.close()
 
     # --- ConnectionProtocol ----------------------------------------------------------------
     def start_drain(self) -> None:
@@ -200,8 +208,10 @@ class WebSocketConnection(asyncio.Protocol):
         """The drain deadline arrived: close with 1001 (stop) or 1012 (restart)."""
         code = reason.ws_close_code
         phase = self.phase
+        self._shut_down = True
         if phase is Phase.OPEN:
             self._start_close(code, "")
+            self._inbox.clear()  # no time left to process them: the disconnect goes first
             self._queue_disconnect(code, "")
         elif phase is Phase.HANDSHAKE:
             self._respond(ws_handshake.plain_response(503, self._defaults()), 503)
@@ -264,7 +274,16 @@ class WebSocketConnection(asyncio.Protocol):
             waiter = self._inbox_waiter
             if waiter is None or waiter.done():
                 waiter = self._inbox_waiter = self._loop.create_future()
-            await waiter
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                # The server cancels app tasks right after shutdown_now(), which has just
+                # queued websocket.disconnect for this waiter: deliver it rather than the
+                # cancellation, so the app sees the 1001/1012 and can clean up.
+                task = asyncio.current_task()
+                if not self._shut_down or self._final is None or task is None:
+                    raise
+                task.uncancel()
         message = inbox.popleft()
         if self._paused & _PAUSE_QUEUE and len(inbox) < self._max_queue:
             self._resume(_PAUSE_QUEUE)
