@@ -99,7 +99,7 @@ class _Framer:
     def _parse_head(self, head: bytes) -> RequestHead:
         raise NotImplementedError
 
-    def _feed_body(self, data: bytes) -> None:
+    def _feed_body(self, data: bytes | memoryview) -> None:
         """Hand framed body bytes (raw, chunked framing included) to the library."""
         raise NotImplementedError
 
@@ -184,7 +184,8 @@ class _Framer:
                 if pos == 0 and take == end and isinstance(buf, bytes):
                     self._feed_body(buf)
                 else:
-                    self._feed_body(bytes(buf[pos : pos + take]))
+                    with memoryview(buf) as view:  # no copy: the library copies anyway
+                        self._feed_body(view[pos : pos + take])
                 pos += take
                 self._remaining -= take
                 if self._remaining:
@@ -197,7 +198,8 @@ class _Framer:
                     raise ParseError(400, "internal framing error")
                 new_pos = chunks.scan(buf, pos)
                 if new_pos > pos:
-                    self._feed_body(bytes(buf[pos:new_pos]))
+                    with memoryview(buf) as view:
+                        self._feed_body(view[pos:new_pos])
                 pos = new_pos
                 if not chunks.done:
                     return pos
@@ -276,7 +278,7 @@ class HttptoolsParser(_Framer):
         self._callbacks = _LlhttpCallbacks(sink.on_body)
         self._parser: Any = httptools.HttpRequestParser(self._callbacks)
 
-    def _llhttp_feed(self, data: bytes) -> None:
+    def _llhttp_feed(self, data: bytes | memoryview) -> None:
         try:
             self._parser.feed_data(data)
         except self._httptools.HttpParserUpgrade:
@@ -303,7 +305,7 @@ class HttptoolsParser(_Framer):
         self._llhttp_feed(head)
         return request
 
-    def _feed_body(self, data: bytes) -> None:
+    def _feed_body(self, data: bytes | memoryview) -> None:
         self._llhttp_feed(data)
 
     def _finish_message(self) -> None:
@@ -368,7 +370,7 @@ class H11Parser(_Framer):
             else:  # NEED_DATA, or PAUSED after an upgrade request
                 return
 
-    def _feed_body(self, data: bytes) -> None:
+    def _feed_body(self, data: bytes | memoryview) -> None:
         self._conn.receive_data(data)
         self._drain_events()
 

@@ -111,6 +111,20 @@ MAX_CHUNK_LINE = 4096
 _MAX_CHUNK_DIGITS = 15
 
 
+_HOST_FIELD, _LENGTH_FIELD, _CODING_FIELD, _CONNECTION_FIELD, _EXPECT_FIELD, _UPGRADE_FIELD = range(
+    6
+)
+#: The fields that decide framing and connection handling (one dict lookup per field).
+_SPECIAL = {
+    b"host": _HOST_FIELD,
+    b"content-length": _LENGTH_FIELD,
+    b"transfer-encoding": _CODING_FIELD,
+    b"connection": _CONNECTION_FIELD,
+    b"expect": _EXPECT_FIELD,
+    b"upgrade": _UPGRADE_FIELD,
+}
+
+
 def method_name(raw: bytes) -> str:
     """The method as str, decoded once per distinct method."""
     name = _METHOD_NAMES.get(raw)
@@ -229,24 +243,26 @@ def interpret(
     connection = b""
     expect = b""
     upgrade = b""
+    special = _SPECIAL.get
     for name, value in fields:
-        if len(name) > 17:  # longer than any name below
+        kind = special(name)
+        if kind is None:
             continue
-        if name == b"host":
+        if kind == _HOST_FIELD:
             host = value
             hosts += 1
-        elif name == b"content-length":
+        elif kind == _LENGTH_FIELD:
             content_length = value
             lengths += 1
-        elif name == b"transfer-encoding":
+        elif kind == _CODING_FIELD:
             if codings is None:
                 codings = []
             codings.extend(value.split(b","))
-        elif name == b"connection":
+        elif kind == _CONNECTION_FIELD:
             connection = connection + b"," + value if connection else value
-        elif name == b"expect":
+        elif kind == _EXPECT_FIELD:
             expect = value
-        elif name == b"upgrade":
+        else:
             upgrade = value
     if hosts > 1:
         raise ParseError(400, "more than one Host")
