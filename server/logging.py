@@ -221,14 +221,23 @@ def configure_logging(config: Config) -> None:
         access.disabled = False
 
 
-def ensure_logging() -> None:
-    """Give corral's loggers the default handlers if nothing configured them yet.
+def ensure_logging(config: Config | None = None) -> bool:
+    """Configure logging (from ``config``, else the defaults) unless something already did.
 
-    Used when an error must be reported before :func:`configure_logging` ran (e.g. a bad
-    --env-file), so the message is not lost or printed in the stdlib's bare format.
+    "Already" means any handler on corral's loggers or on the root logger: an embedding
+    program that set up its own logging keeps it. Used when an error must be reported
+    before :func:`configure_logging` ran (e.g. a bad --env-file), and by embedders of
+    ``corral.Server`` so lifecycle lines show as they do with uvicorn. Returns whether it
+    configured anything.
     """
-    if not logging.getLogger("corral").handlers:
+    names = ("", *CORRAL_LOGGERS)
+    if any(logging.getLogger(name).handlers for name in names):
+        return False
+    if config is None:
         logging.config.dictConfig(default_logging_config(None))
+    else:
+        configure_logging(config)
+    return True
 
 
 def _all_handlers() -> Iterable[logging.Handler]:

@@ -8,6 +8,7 @@ nothing here calls ``sys.exit`` (only ``corral.cli.main`` does).
 from __future__ import annotations
 
 import logging
+import logging.config
 import os
 import re
 from collections.abc import Iterator, MutableMapping
@@ -16,7 +17,7 @@ from corral import daemon
 from corral.config import Config
 from corral.errors import ConfigError, CorralError, ExitCode
 from corral.listeners import close_listeners, open_listeners
-from corral.logging import configure_logging, ensure_logging
+from corral.logging import configure_logging, default_logging_config
 
 logger = logging.getLogger("corral.error")
 
@@ -121,14 +122,20 @@ def serve_config(config: Config) -> ExitCode:
     Order: env file, logging, umask (it shapes the UNIX socket file), listeners, pidfile
     (still privileged), privilege drop, and only then the app, so no app code runs as root.
     """
+    env_error: CorralError | None = None
     try:
         if config.env_file is not None:
             apply_env_file(config.env_file)
+    except CorralError as exc:
+        env_error = exc
+    try:
         configure_logging(config)
     except CorralError as exc:
-        ensure_logging()
-        logger.error("%s", exc)
-        return exc.exit_code
+        logging.config.dictConfig(default_logging_config(config.use_colors))
+        env_error = env_error or exc
+    if env_error is not None:
+        logger.error("%s", env_error)
+        return env_error.exit_code
     try:
         return _serve(config)
     except CorralError as exc:

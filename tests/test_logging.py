@@ -228,3 +228,20 @@ def test_reopen_logs_after_rotation(tmp_path: Path) -> None:
     logger.info("after")
     assert (tmp_path / "corral.log.1").read_text() == "corral.error|INFO|before\n"
     assert log_file.read_text() == "corral.error|INFO|after\n"
+
+
+def test_ensure_logging_respects_existing_setup(capsys: pytest.CaptureFixture[str]) -> None:
+    """ensure_logging() configures corral's defaults only when nothing configured logging."""
+    from corral.logging import ensure_logging
+
+    root = logging.getLogger()
+    saved = root.handlers
+    root.handlers = []
+    try:
+        assert ensure_logging(Config(app="x:y", log_level="warning")) is True
+        assert ensure_logging() is False  # now configured: left alone
+        logging.getLogger("corral.error").warning("shown")
+        logging.getLogger("corral.error").info("hidden by --log-level warning")
+        assert capsys.readouterr().err == "WARNING:  shown\n"
+    finally:
+        root.handlers = saved
