@@ -1,0 +1,103 @@
+"""Network edges under the pre-fork master: --fd with two workers, certificate reload on HUP."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import ssl
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from tests.master_apps import Running, get, wait_until, write_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Running]]:
+    started: list[Running] = []
+    yield started
+    for process in started:
+        process.stop()
+
+
+def start(started: list[Running], tmp_path: Path, *args: str, **kw: Any) -> Running:
+    cmd = [sys.executable, "-m", "corral", "app_v:app", "--app-dir", str(tmp_path),
+           "--no-access-log", *args]  # fmt: skip
+    process = Running(cmd, str(tmp_path / f"corral{len(started)}.log"), cwd=ROOT, **kw)
+    started.append(process)
+    return process
+
+
+def test_fd_shared_by_two_workers(processes: list[Running], tmp_path: Path) -> None:
+    """--fd N --workers 2: both workers serve the one inherited listening socket."""
+    write_app(tmp_path / "app_v.py", "1")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    port = listener.getsockname()[1]
+    fd = listener.fileno()
+    server = start(processes, tmp_path, "--fd", str(fd), "--workers", "2", pass_fds=(fd,))
+    listener.close()  # the master holds its own copy now
+    server.wait_log(") ready", count=2, timeout=30)
+    assert len(server.children()) == 2
+    pids = set()
+    for _ in range(200):
+        status, body = get(port)
+        assert status == 200 and body.startswith("version=1")
+        pids.add(int(body.split("pid=")[1]))
+        if len(pids) == 2:
+            break
+    assert pids <= set(server.children())
+    assert len(pids) == 2, "only one worker ever answered"
+
+
+def served_cert(port: int, ca: trustme.CA) -> bytes:
+    """The DER certificate a fresh TLS connection to the server presents."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def install(cert: trustme.LeafCert, directory: Path) -> None:
+    """Write the cert and key the way a renewal tool would: replace the files atomically."""
+    for name, blob in (("cert.pem", cert.cert_chain_pems[0]), ("key.pem", cert.private_key_pem)):
+        tmp = directory / f"{name}.tmp"
+        tmp.write_bytes(blob.bytes())
+        tmp.replace(directory / name)
+
+
+def test_hup_reload_serves_renewed_certificate(processes: list[Running], tmp_path: Path) -> None:
+    """After the cert files are renewed, SIGHUP makes the new workers serve the new cert."""
+    write_app(tmp_path / "app_v.py", "1")
+    ca = trustme.CA()
+    old, new = ca.issue_cert("localhost"), ca.issue_cert("localhost")
+    install(old, tmp_path)
+    server = start(processes, tmp_path, "--port", "0", "--workers", "2",
+                   "--ssl-certfile", str(tmp_path / "cert.pem"),
+                   "--ssl-keyfile", str(tmp_path / "key.pem"))  # fmt: skip
+    log = server.wait_log(") ready", count=2, timeout=30)
+    match = re.search(r"running on https://127\.0\.0\.1:(\d+)", log)
+    assert match, log
+    port = int(match.group(1))
+    old_der = ssl.PEM_cert_to_DER_cert(old.cert_chain_pems[0].bytes().decode())
+    new_der = ssl.PEM_cert_to_DER_cert(new.cert_chain_pems[0].bytes().decode())
+    assert served_cert(port, ca) == old_der
+    install(new, tmp_path)
+    server.signal(signal.SIGHUP)
+    server.wait_log("Reload complete", timeout=30)
+    wait_until(lambda: len(server.children()) == 2, 30, "the old generation to exit")
+    for _ in range(20):  # every worker of the new generation serves the renewed cert
+        assert served_cert(port, ca) == new_der
