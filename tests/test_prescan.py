@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from corral.worker.chunked import ChunkScanner
 from corral.worker.prescan import (
-    ChunkScanner,
     ParseError,
     ParserLimits,
     check_partial_head,

@@ -17,8 +17,8 @@ from __future__ import annotations
 import enum
 from typing import Any, Protocol
 
+from corral.worker.chunked import ChunkScanner
 from corral.worker.prescan import (
-    ChunkScanner,
     ParseError,
     ParserLimits,
     RequestHead,

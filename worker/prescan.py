@@ -6,8 +6,7 @@ here, once, with precompiled regexes (one C-level pass per check, no per-byte Py
 and interprets the header fields here too. The parser libraries then parse input that is
 already known to be well formed, so both adapters give the same answer to every input.
 
-Also here: :class:`ChunkScanner`, which walks chunked framing (sizes, CRLFs, trailers) so
-the adapters know where one chunked body ends and the next pipelined request begins.
+Chunked framing is checked by :class:`corral.worker.chunked.ChunkScanner`.
 """
 
 from __future__ import annotations
@@ -67,20 +66,20 @@ class RequestHead:
 
 
 # --- grammar (RFC 9110 §5.6.2 token, §5.5 field values; RFC 9112 §3, §5, §7.1) ---------
-_TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
+TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
 #: request-line: token SP target SP HTTP-version. Targets are visible ASCII only (RFC 3986);
 #: raw UTF-8 in a target is refused, as h11 and llhttp both do.
 #: A "#" (fragment) never belongs in a request target (RFC 9112 §3.2), so it is refused too.
-_REQUEST_LINE = re.compile(rb"([" + _TCHAR + rb"]+) ([\x21\x22\x24-\x7e]+) HTTP/([0-9])\.([0-9])")
+_REQUEST_LINE = re.compile(rb"([" + TCHAR + rb"]+) ([\x21\x22\x24-\x7e]+) HTTP/([0-9])\.([0-9])")
 _VERSION_ONLY = re.compile(rb".* HTTP/[0-9]\.[0-9]", re.S)
 #: Field lines: no whitespace before the colon, no obs-fold (a line may not start with
 #: whitespace), no CTL but HTAB in a value (NUL, CR, LF and DEL included), CRLF endings.
-_FIELD_BLOCK = re.compile(rb"(?:[" + _TCHAR + rb"]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
+FIELD_BLOCK = re.compile(rb"(?:[" + TCHAR + rb"]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
 #: One field line, anchored at a line start, its value trimmed by the pattern itself. The
 #: value's parts (visible runs and whitespace runs) use disjoint classes, so matching is
 #: linear: no backtracking blow-up on long whitespace runs.
 _FIELD = re.compile(
-    rb"^([" + _TCHAR + rb"]+):[ \t]*"
+    rb"^([" + TCHAR + rb"]+):[ \t]*"
     rb"((?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?)[ \t]*\r\n",
     re.M,
 )
@@ -92,28 +91,15 @@ _HOST = re.compile(
 )
 #: absolute-form for the http and https schemes only: corral is an origin server.
 _ABSOLUTE = re.compile(rb"(?i:https?)://([^/?]+)([^?]*)(?:\?(.*))?", re.S)
-_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
-#: chunk-size [chunk-ext] as llhttp accepts it: no whitespace anywhere (RFC 9112 §7.1.1
-#: allows BWS around ';' and '='; llhttp refuses it, and corral refuses it on both parsers).
-_CHUNK_LINE = re.compile(
-    rb"([0-9A-Fa-f]+)(?:;[" + _TCHAR + rb"]+(?:=(?:[" + _TCHAR + rb"]+|" + _QUOTED + rb"))?)*"
-)
-
 _METHOD_NAMES: dict[bytes, str] = {}
 _VERSIONS = {(b"1", b"1"): "1.1", (b"1", b"0"): "1.0"}
 #: Transfer codings corral decodes. Others (gzip, compress, ...) are not decoded, so a
 #: request using them gets 501 (RFC 9112 §6.1).
 _CHUNKED = b"chunked"
-#: Longest chunk-size line (with extensions) accepted; extensions carry nothing corral uses.
-MAX_CHUNK_LINE = 4096
-#: A chunk size needs at most 15 significant hex digits (< 2**60); more is an overflow
-#: attempt (llhttp overflows at 2**64, h11 at 20 digits; corral draws the line lower).
-_MAX_CHUNK_DIGITS = 15
 
 
-_HOST_FIELD, _LENGTH_FIELD, _CODING_FIELD, _CONNECTION_FIELD, _EXPECT_FIELD, _UPGRADE_FIELD = range(
-    6
-)
+_HOST_FIELD, _LENGTH_FIELD, _CODING_FIELD, _CONNECTION_FIELD, _EXPECT_FIELD = range(5)
+_UPGRADE_FIELD = 5
 #: The fields that decide framing and connection handling (one dict lookup per field).
 _SPECIAL = {
     b"host": _HOST_FIELD,
@@ -194,7 +180,7 @@ def _request_line_problem(line: bytes) -> str:
     parts = line.split(b" ")
     if len(parts) != 3:
         return "malformed request line"
-    if not re.fullmatch(rb"[" + _TCHAR + rb"]+", parts[0]):
+    if not re.fullmatch(rb"[" + TCHAR + rb"]+", parts[0]):
         return "invalid method"
     if not re.fullmatch(rb"[\x21\x22\x24-\x7e]+", parts[1]):
         return "invalid request target"
@@ -215,7 +201,7 @@ def _field_problem(block: bytes) -> str:
             return "empty header name"
         if name[-1:] in (b" ", b"\t"):
             return "whitespace before colon"
-        if re.fullmatch(rb"[" + _TCHAR + rb"]+", name) is None:
+        if re.fullmatch(rb"[" + TCHAR + rb"]+", name) is None:
             return "invalid header name"
         if b"\x00" in value or b"\r" in value:
             return "NUL or CR in header value"
@@ -354,121 +340,3 @@ def _check_codings(codings: list[bytes]) -> bool:
     if len(names) > 1:
         raise ParseError(501, "transfer coding not implemented")
     return True
-
-
-class ChunkScanner:
-    """Walks chunked framing (RFC 9112 §7.1) to find where a chunked body ends.
-
-    ``scan(buf, pos)`` returns the offset up to which bytes belong to the body and have
-    been validated; ``done`` turns True after the last chunk and the trailer section.
-    Chunk sizes are summed against the body limit before their data arrives.
-    """
-
-    __slots__ = (
-        "_limits",
-        "_remaining",
-        "_state",
-        "_trailer_bytes",
-        "_trailer_fields",
-        "body",
-        "done",
-    )
-
-    _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
-
-    def __init__(self, limits: ParserLimits) -> None:
-        self._limits = limits
-        self._state = self._SIZE
-        self._remaining = 0
-        self._trailer_bytes = 0
-        self._trailer_fields = 0
-        self.body = 0
-        self.done = False
-
-    @property
-    def had_trailers(self) -> bool:
-        """Whether the trailer section held any field."""
-        return self._trailer_fields > 0
-
-    def scan(self, buf: bytes | bytearray, pos: int) -> int:
-        limits = self._limits
-        end = len(buf)
-        while pos < end and not self.done:
-            state = self._state
-            if state == self._DATA:
-                take = min(self._remaining, end - pos)
-                pos += take
-                self._remaining -= take
-                if not self._remaining:
-                    self._state = self._DATA_END
-            elif state == self._DATA_END:
-                if end - pos < 2:
-                    if buf[pos] != 0x0D:
-                        raise ParseError(400, "chunk data not followed by CRLF")
-                    break
-                if buf[pos : pos + 2] != b"\r\n":
-                    raise ParseError(400, "chunk data not followed by CRLF")
-                pos += 2
-                self._state = self._SIZE
-            else:
-                line_end = buf.find(b"\r\n", pos)
-                if line_end < 0:
-                    self._check_partial_line(buf, pos, end, limits)
-                    break
-                if state == self._SIZE:
-                    self._size_line(buf, pos, line_end, limits)
-                else:
-                    self._trailer_line(buf, pos, line_end, limits)
-                pos = line_end + 2
-        return pos
-
-    def _check_partial_line(
-        self, buf: bytes | bytearray, pos: int, end: int, limits: ParserLimits
-    ) -> None:
-        if b"\n" in buf[pos:end]:
-            raise ParseError(400, "bare LF in chunked framing")
-        if self._state == self._SIZE and end - pos > MAX_CHUNK_LINE:
-            raise ParseError(400, "chunk size line too long")
-        if self._state == self._TRAILER and self._trailer_bytes + end - pos > limits.head_size:
-            raise ParseError(431, "trailer section too large")
-
-    def _size_line(
-        self, buf: bytes | bytearray, pos: int, line_end: int, limits: ParserLimits
-    ) -> None:
-        if line_end - pos > MAX_CHUNK_LINE:
-            raise ParseError(400, "chunk size line too long")
-        match = _CHUNK_LINE.fullmatch(buf, pos, line_end)
-        if match is None:
-            raise ParseError(400, "invalid chunk size")
-        digits = match[1].lstrip(b"0")
-        if len(digits) > _MAX_CHUNK_DIGITS:
-            raise ParseError(400, "chunk size overflow")
-        size = int(digits, 16) if digits else 0
-        self.body += size
-        if limits.body and self.body > limits.body:
-            raise ParseError(413, "request body too large")
-        if size:
-            self._remaining = size
-            self._state = self._DATA
-        else:
-            self._state = self._TRAILER
-
-    def _trailer_line(
-        self, buf: bytes | bytearray, pos: int, line_end: int, limits: ParserLimits
-    ) -> None:
-        if line_end == pos:
-            self.done = True
-            return
-        self._trailer_fields += 1
-        self._trailer_bytes += line_end - pos + 2
-        if self._trailer_fields > limits.fields or self._trailer_bytes > limits.head_size:
-            raise ParseError(431, "trailer section too large")
-        if line_end - pos > limits.field_size:
-            raise ParseError(431, "trailer field too large")
-        if _FIELD_BLOCK.fullmatch(buf, pos, line_end + 2) is None:
-            raise ParseError(400, "invalid trailer field")
-        # Framing fields after the body are a smuggling attempt (RFC 9110 §6.5.1); llhttp
-        # refuses them too, so both parsers answer 400.
-        name = bytes(buf[pos : buf.find(b":", pos)]).lower()
-        if name == b"content-length" or name == b"transfer-encoding":
-            raise ParseError(400, "framing field in trailers")
