@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("corral.error")
 
+#: LISTEN_FDNAMES entry a re-executing master (corral.supervisor.pool) gives its own sockets.
+REEXEC_NAME = "corral-reexec"
+
 #: Permissions for a --uds socket file. uvicorn makes it 0o666 so a reverse proxy running as
 #: another user can connect; corral keeps that (a drop-in must not break nginx setups), but
 #: applies --umask when given, so `--umask 007` yields 0o660 for group-only access.
@@ -213,6 +216,11 @@ def open_listeners(config: Config) -> list[Listener]:
     from corral.activation import take_activated_sockets
 
     activated = take_activated_sockets()
+    if activated and all(item.name == REEXEC_NAME for item in activated):
+        # Our own master re-executed in place: these are the sockets it opened, so the
+        # UNIX socket files are still ours to remove at the final stop.
+        logger.info("Kept %d listening socket(s) across the re-exec", len(activated))
+        return [_kept_listener(item.sock, item.url) for item in activated]
     if activated:
         names = ", ".join(f"{item.name} ({item.url})" for item in activated)
         logger.info("Using %d socket(s) passed by systemd: %s", len(activated), names)
@@ -238,6 +246,17 @@ def open_listeners(config: Config) -> list[Listener]:
         close_listeners(listeners)
         raise
     return listeners
+
+
+def _kept_listener(sock: socket.socket, url: str) -> Listener:
+    if not url.startswith("unix:"):
+        return Listener(sock, "tcp", url)
+    path = url[len("unix:") :]
+    try:
+        info = os.stat(path)
+    except OSError:
+        return Listener(sock, "unix", url)
+    return Listener(sock, "unix", url, unlink_path=path, inode=(info.st_dev, info.st_ino))
 
 
 def close_listeners(listeners: list[Listener]) -> None:

@@ -311,3 +311,49 @@ def test_banner_lines() -> None:
         "corral running on http://127.0.0.1:8000 (Press CTRL+C to quit)",
         "corral running on unix socket /tmp/corral.sock (Press CTRL+C to quit)",
     ]
+
+
+def test_reexec_sockets_are_kept_and_unix_files_still_owned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sockets handed over by our own re-exec are served as before, UNIX files still removed."""
+    import corral.activation
+    from corral.activation import ActivatedSocket
+
+    path = tmp_path / "kept.sock"
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind(str(path))
+    unix.listen(1)
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen(1)
+    tcp_url = f"http://127.0.0.1:{tcp.getsockname()[1]}"
+    handed = [
+        ActivatedSocket(unix, "corral-reexec", f"unix:{path}"),
+        ActivatedSocket(tcp, "corral-reexec", tcp_url),
+    ]
+    monkeypatch.setattr(corral.activation, "take_activated_sockets", lambda: handed)
+    listeners = open_listeners(Config(app="x:y", port=0))
+    assert [(item.kind, item.url) for item in listeners] == [
+        ("unix", f"unix:{path}"),
+        ("tcp", tcp_url),
+    ]
+    close_listeners(listeners)
+    assert not path.exists()
+
+
+def test_systemd_sockets_replace_configured_listeners(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sockets passed by systemd are served instead of binding --host/--port."""
+    import corral.activation
+    from corral.activation import ActivatedSocket
+
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen(1)
+    url = f"http://127.0.0.1:{tcp.getsockname()[1]}"
+    monkeypatch.setattr(
+        corral.activation, "take_activated_sockets", lambda: [ActivatedSocket(tcp, "web", url)]
+    )
+    listeners = open_listeners(Config(app="x:y", port=0))
+    assert [(item.kind, item.url, item.sock) for item in listeners] == [("systemd", url, tcp)]
+    close_listeners(listeners)
