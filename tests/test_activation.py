@@ -445,6 +445,8 @@ def http_get(
         data = b""
         while chunk := client.recv(65536):
             data += chunk
+    if not data:
+        raise ConnectionError(f"GET {path}: connection closed without a response")
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
@@ -482,6 +484,7 @@ def stop(proc: subprocess.Popen[str], log: LogFile | None = None) -> None:
             pass
     if log is not None:
         log.close()
+        print(log.text()[-6000:])  # shown by pytest only when the test failed
 
 
 @pytest.mark.parametrize("workers", [None, 2], ids=["single", "master"])
