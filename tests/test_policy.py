@@ -26,6 +26,8 @@ from corral.supervisor.policy import (
     judge_exit,
     reload_complete,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 LIMITS = Limits(healthcheck=10.0, boot=30.0, drain=40.0, memory_mib=100.0)
 B, R, D = WorkerState.BOOTING, WorkerState.READY, WorkerState.DRAINING
@@ -253,3 +255,75 @@ def test_invalid_transition_raises() -> None:
     check_transition(B, R)
     with pytest.raises(InvalidTransition):
         check_transition(D, R)
+
+
+# --- simulated rolling replacement: capacity never dips ---------------------------------
+
+
+def _apply(workers: list[FakeWorker], actions: list[object], next_pid: list[int]) -> None:
+    by_pid = {w.pid: w for w in workers}
+    for action in actions:
+        if isinstance(action, Spawn):
+            next_pid[0] += 1
+            workers.append(
+                FakeWorker(
+                    pid=next_pid[0],
+                    slot=action.slot,
+                    generation=action.generation,
+                    state=B,
+                    booted=False,
+                )
+            )
+        elif isinstance(action, Drain):
+            by_pid[action.pid].state = D
+        elif isinstance(action, Retire):
+            by_pid[action.pid].retire_reason = action.reason
+        else:
+            raise AssertionError(f"unexpected {action}")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(1, 4),
+    choices=st.lists(st.integers(0, 1000), min_size=60, max_size=60),
+    retire_first=st.booleans(),
+)
+def test_reload_or_retirement_never_drops_ready_capacity(
+    n: int, choices: list[int], retire_first: bool
+) -> None:
+    """Whatever order boots and exits happen in, READY capacity stays >= N and ends new."""
+    workers = pool(n)
+    for w in workers:
+        w.last_beat = 1e9  # no heartbeat timeouts in this simulation
+    if retire_first:
+        workers[0].memory_mib = 150.0  # over the limit: retired through a replacement
+        target = Target(n, 1)
+    else:
+        target = Target(n, 2, reload_from=1)
+    limits = Limits(healthcheck=1e9, boot=1e9, drain=1e9, memory_mib=120.0)
+    next_pid = [1000]
+    for choice in choices:
+        d = decide(workers, target, limits, Backoff(), now=0.0)
+        _apply(workers, d.actions, next_pid)
+        ready = sum(1 for w in workers if w.state is R)
+        assert ready >= n, [(w.pid, w.generation, w.state) for w in workers]
+        # One random event: a booting worker becomes READY, or a draining one exits.
+        movable = [w for w in workers if w.state in (B, D)]
+        if not movable:
+            continue
+        w = movable[choice % len(movable)]
+        if w.state is B:
+            w.state, w.booted, w.memory_mib = R, True, None
+        else:
+            workers.remove(w)
+    if not retire_first:
+        # Finish: let everything settle, then only generation 2 remains.
+        for _ in range(4 * n + 4):
+            _apply(workers, decide(workers, target, limits, Backoff(), 0.0).actions, next_pid)
+            for w in list(workers):
+                if w.state is B:
+                    w.state, w.booted = R, True
+                elif w.state is D:
+                    workers.remove(w)
+        assert reload_complete(workers, target)
+        assert {w.generation for w in workers} == {2} and len(workers) == n
