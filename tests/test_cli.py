@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import select
@@ -230,17 +229,10 @@ def test_address_in_use_exits_1(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-needs_worker = pytest.mark.skipif(
-    importlib.util.find_spec("corral.worker.process") is None,
-    reason="corral.worker.process has not landed",
-)
-
-
 def write_app(tmp_path: Path, source: str, name: str = "main") -> None:
     (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
 
 
-@needs_worker
 @pytest.mark.smoke
 def test_missing_module_exits_3(tmp_path: Path) -> None:
     """A module that can't be imported exits 3 with what was tried, shown once."""
@@ -250,7 +242,6 @@ def test_missing_module_exits_3(tmp_path: Path) -> None:
     assert str(tmp_path) in result.stderr
 
 
-@needs_worker
 def test_missing_attribute_exits_3(tmp_path: Path) -> None:
     """A missing attribute exits 3 naming it."""
     write_app(tmp_path, "async def app(scope, receive, send):\n    pass\n")
@@ -259,7 +250,6 @@ def test_missing_attribute_exits_3(tmp_path: Path) -> None:
     assert 'Attribute "application" not found in "main"' in result.stderr
 
 
-@needs_worker
 def test_import_error_in_user_module_exits_3_with_traceback(tmp_path: Path) -> None:
     """An exception in the user's module exits 3 and shows its traceback once."""
     write_app(tmp_path, "import os\nraise KeyError('DATABASE_URL')\n")
@@ -364,7 +354,6 @@ def start(tmp_path: Path) -> Iterator[Any]:
             proc.wait()
 
 
-@needs_worker
 @pytest.mark.smoke
 def test_serves_and_stops_on_sigterm(start: Any) -> None:
     """--port 0 logs the real port in the banner, serves it, and SIGTERM exits 0."""
@@ -378,7 +367,6 @@ def test_serves_and_stops_on_sigterm(start: Any) -> None:
     assert "Finished server process" in stderr
 
 
-@needs_worker
 def test_sighup_is_logged_and_ignored(start: Any) -> None:
     """SIGHUP in single-process mode is logged and the server keeps serving."""
     server = start()
@@ -392,7 +380,6 @@ def test_sighup_is_logged_and_ignored(start: Any) -> None:
     assert code == 0
 
 
-@needs_worker
 def test_lifespan_startup_failure_exits_3(start: Any) -> None:
     """A lifespan startup failure exits 3 with the app's message."""
     server = start("--lifespan", "on", env={"FAIL_STARTUP": "1"})
@@ -401,7 +388,6 @@ def test_lifespan_startup_failure_exits_3(start: Any) -> None:
     assert "no database" in stderr
 
 
-@needs_worker
 def test_sigint_stops_cleanly(start: Any) -> None:
     """SIGINT (Ctrl+C) is a graceful stop with exit 0."""
     server = start()
@@ -412,7 +398,6 @@ def test_sigint_stops_cleanly(start: Any) -> None:
     assert "Application shutdown complete." in stderr
 
 
-@needs_worker
 def test_access_log_on_stdout(start: Any) -> None:
     """Access lines go to stdout in uvicorn's format; lifecycle lines stay on stderr."""
     server = start(stdout=subprocess.PIPE)
@@ -426,7 +411,6 @@ def test_access_log_on_stdout(start: Any) -> None:
     assert "GET /a" not in stderr
 
 
-@needs_worker
 def test_no_access_log(start: Any) -> None:
     """--no-access-log leaves stdout empty."""
     server = start("--no-access-log", stdout=subprocess.PIPE)
@@ -437,7 +421,6 @@ def test_no_access_log(start: Any) -> None:
     assert stdout == ""
 
 
-@needs_worker
 def test_env_file_reaches_the_app(start: Any, tmp_path: Path) -> None:
     """Variables from --env-file are in the app's environment."""
     (tmp_path / "app.env").write_text('export GREETING="from the env file" # comment\n')
@@ -448,7 +431,6 @@ def test_env_file_reaches_the_app(start: Any, tmp_path: Path) -> None:
     assert server.finish()[0] == 0
 
 
-@needs_worker
 def test_serves_unix_socket_and_removes_it(start: Any, tmp_path: Path) -> None:
     """--uds serves HTTP on the socket file, logs it in the banner, and removes it at exit."""
     path = tmp_path / "corral.sock"
@@ -462,7 +444,6 @@ def test_serves_unix_socket_and_removes_it(start: Any, tmp_path: Path) -> None:
     assert not path.exists()
 
 
-@needs_worker
 def test_several_listeners_each_get_a_banner(start: Any) -> None:
     """Two --bind addresses are both served, each with its own banner line."""
     server = start(listen=("--bind", "127.0.0.1:0", "--bind", "127.0.0.1:0"))
@@ -474,7 +455,6 @@ def test_several_listeners_each_get_a_banner(start: Any) -> None:
     assert server.finish()[0] == 0
 
 
-@needs_worker
 @pytest.mark.parametrize(
     ("example", "expected"),
     [
@@ -496,7 +476,6 @@ def test_examples_serve(start: Any, example: str, expected: str) -> None:
     assert server.finish()[0] == 0
 
 
-@needs_worker
 def test_workers_flag_runs_the_master(start: Any) -> None:
     """--workers goes through the master: banner, 'Started parent process', serving, exit 0."""
     server = start("--workers", "1")
@@ -517,7 +496,6 @@ sys.exit(corral.run(app, port=0, lifespan="off", log_level="info"))
 """
 
 
-@needs_worker
 def test_run_api_with_app_object(tmp_path: Path) -> None:
     """corral.run(app_object, **settings) serves the object and returns the exit code."""
     write_app(tmp_path, E2E_APP)
@@ -618,7 +596,6 @@ def test_serve_config_bad_env_file_is_usage(
     assert capsys.readouterr().err.count("ERROR:    Invalid value for '--env-file'") == 1
 
 
-@needs_worker
 def test_fd_listener_from_parent(tmp_path: Path) -> None:
     """--fd N serves a socket the parent bound and passed down."""
     write_app(tmp_path, E2E_APP)
@@ -647,7 +624,6 @@ def test_fd_listener_from_parent(tmp_path: Path) -> None:
             proc.wait()
 
 
-@needs_worker
 def test_colour_only_on_a_terminal(tmp_path: Path) -> None:
     """Log lines are coloured when stderr is a TTY and plain otherwise (NO_COLOR unset)."""
     import pty
