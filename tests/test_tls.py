@@ -525,3 +525,22 @@ def test_proxy_protocol_before_tls_end_to_end(pki: SimpleNamespace, ca: trustme.
     report = json.loads(response.partition(b"\r\n\r\n")[2])
     assert report["client"] == ["192.0.2.200", 6000] and report["scheme"] == "https"
     assert report["tls"]["tls_version"] == 0x0304
+
+
+def test_handshake_in_progress_at_stop_is_served(
+    pki: SimpleNamespace, ca: trustme.CA, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connection still in its TLS handshake when the drain starts is served, not cut."""
+    caplog.set_level(logging.INFO, logger="corral.error")
+    with serve("uvloop", "httptools", **tls_settings(pki)) as running:
+        raw = socket.create_connection(("127.0.0.1", running.port()), timeout=DEADLINE)
+        wait_for(lambda: any(a.pending for a in running.server._acceptors))
+        running.server.request_stop()
+        wait_for(lambda: any("Shutting down" in r.getMessage() for r in caplog.records))
+        with client_context(ca).wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            response = b""
+            while chunk := tls.recv(65536):
+                response += chunk
+    assert response.startswith(b"HTTP/1.1 200")
+    assert b"connection: close" in response.lower()

@@ -113,6 +113,11 @@ class Acceptor:
             self._pending.add(task)
             task.add_done_callback(self._connected)
 
+    @property
+    def pending(self) -> set[asyncio.Task[Any]]:
+        """Accepted connections still being set up (PROXY header, TLS handshake)."""
+        return self._pending
+
     def _connected(self, task: asyncio.Task[Any]) -> None:
         self._pending.discard(task)
         if not task.cancelled() and task.exception() is not None:
@@ -248,6 +253,13 @@ class Server:
         logger.info("Shutting down")
         for acceptor in self._acceptors:
             acceptor.stop()
+        setups = [task for acceptor in self._acceptors for task in acceptor.pending]
+        if setups and not self.force_exit:
+            # Connections accepted but still in their TLS handshake join the drain below
+            # (answered with Connection: close) instead of being cut off mid-handshake.
+            await asyncio.wait(setups, timeout=self.config.timeout_graceful_shutdown)
+        for task in setups:
+            task.cancel()  # still not through its handshake: drop it
         for server in self._servers:
             server.close()
         state.draining = True
