@@ -335,3 +335,29 @@ def test_usr1_reopens_log_files_in_master_and_workers(serve: Any, tmp_path: Path
 def _worker_wrote_fresh_log(s: Server, logfile: Path) -> bool:
     get(s.port)  # an access line from whichever worker answers
     return '"GET / HTTP/1.1" 200' in logfile.read_text()
+
+
+def test_stuck_worker_is_killed_after_drain_allowance_and_master_exits_0(serve: Any) -> None:
+    """TERM while a worker's loop is blocked: SIGKILL after graceful + lifespan + margin."""
+    s = serve(
+        APP,
+        "--workers",
+        "1",
+        "--timeout-graceful-shutdown",
+        "0.5",
+        "--timeout-lifespan-shutdown",
+        "0.5",
+        "--timeout-worker-healthcheck",
+        "60",
+    )
+    s.wait_ready(1)
+    stuck = s.worker_pids().pop()
+    threading.Thread(
+        target=lambda: _swallow(lambda: get(s.port, "/block?s=60")), daemon=True
+    ).start()
+    wait_until(lambda: _in_flight(s), 10, "request in flight")
+    s.signal(signal.SIGTERM)
+    assert s.wait(20) == 0
+    log = s.log()
+    assert f"Killing worker 1 (pid {stuck}): still running at its drain deadline" in log
+    assert f"(pid {stuck}) killed by SIGKILL" in log
