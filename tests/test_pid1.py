@@ -8,6 +8,7 @@ does not forward them), exactly as a container runtime delivers SIGTERM.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from corral.config import Config
 
 from tests.test_activation import (
     DEADLINE,
@@ -42,6 +44,8 @@ def _unshare_works() -> bool:
         return False
     return probe.returncode == 0
 
+
+ROOT = Path(__file__).resolve().parent.parent
 
 needs_pid_namespace = pytest.mark.skipif(
     not _unshare_works(), reason="creating a PID namespace (unshare --pid) is not permitted"
@@ -211,3 +215,64 @@ def test_shutdown_delay_keeps_serving_and_flips_health(
     assert corral.wait() == 0
     # It kept serving for the delay before stopping.
     assert time.monotonic() - stopped_at >= 1.5
+
+
+# --- the example Dockerfile ------------------------------------------------------------------
+DOCKERFILE = ROOT / "examples" / "Dockerfile"
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    joined: list[str] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        joined.append(pending + line)
+        pending = ""
+    out = []
+    for line in joined:
+        instruction, _, arguments = line.partition(" ")
+        out.append((instruction.upper(), arguments.strip()))
+    return out
+
+
+def parse_cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> Config:
+    """What corral's own command line makes of ``argv`` (without serving)."""
+    import corral.cli
+
+    seen: list[Config] = []
+    monkeypatch.setattr(corral.cli, "serve", lambda config: seen.append(config) or 0)
+    with pytest.raises(SystemExit) as info:
+        corral.cli.main(argv)
+    assert info.value.code == 0
+    return seen[0]
+
+
+def test_dockerfile_runs_corral_unprivileged_in_exec_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slim base, non-root user, unbuffered output, exec-form `corral app:app --host 0.0.0.0 ...`
+    whose arguments corral's CLI accepts, and COPY sources that exist."""
+    steps = dockerfile_instructions()
+    values = {}
+    for instruction, arguments in steps:
+        values.setdefault(instruction, []).append(arguments)
+    assert re.fullmatch(r"python:3\.1[1-9]-slim", values["FROM"][0])
+    assert values["USER"][-1] not in ("root", "0")
+    env = " ".join(values["ENV"])
+    assert re.search(r"\bPYTHONUNBUFFERED=1\b", env)
+    entrypoint = json.loads(values["ENTRYPOINT"][-1])
+    command = json.loads(values["CMD"][-1])
+    assert entrypoint == ["corral"]
+    assert command[:3] == ["app:app", "--host", "0.0.0.0"]
+    config = parse_cli(command, monkeypatch)
+    assert config.app == "app:app" and config.bind_host == "0.0.0.0"
+    assert config.supervised  # the master, so PID 1 reaps orphans
+    assert config.health_path is not None and config.timeout_shutdown_delay > 0
+    for arguments in values["COPY"]:
+        *sources, _ = arguments.split()
+        for source in sources:
+            assert (ROOT / source).exists(), source

@@ -95,21 +95,42 @@ def test_service_stop_and_failure_policy() -> None:
         assert topic in comments
 
 
-def test_stop_timeout_exceeds_corrals_own_bound() -> None:
+def exec_start_config(monkeypatch: pytest.MonkeyPatch) -> Config:
+    """The Config corral's own command line makes of the service's ExecStart (not served)."""
+    import corral.cli
+
+    argv = shlex.split(parse_unit(SERVICE)["Service.ExecStart"][0])
+    assert argv[:2] == ["/usr/bin/env", "corral"]
+    seen: list[Config] = []
+    monkeypatch.setattr(corral.cli, "serve", lambda config: seen.append(config) or 0)
+    with pytest.raises(SystemExit) as info:
+        corral.cli.main(argv[2:])
+    assert info.value.code == 0
+    return seen[0]
+
+
+def test_exec_start_is_a_valid_supervised_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ExecStart parses with corral's CLI and runs a master (which owns sd_notify and reloads)."""
+    config = exec_start_config(monkeypatch)
+    assert config.supervised
+    assert config.host is None and config.port is None  # the sockets come from corral.socket
+
+
+def test_stop_timeout_exceeds_corrals_own_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     """TimeoutStopSec is above shutdown delay + graceful timeout + lifespan allowance."""
-    unit = parse_unit(SERVICE)
-    argv = shlex.split(unit["Service.ExecStart"][0])
-    defaults = Config()
-
-    def flag(name: str, default: float) -> float:
-        return float(argv[argv.index(name) + 1]) if name in argv else default
-
+    config = exec_start_config(monkeypatch)
     bound = (
-        flag("--timeout-shutdown-delay", defaults.timeout_shutdown_delay)
-        + flag("--timeout-graceful-shutdown", defaults.timeout_graceful_shutdown)
-        + flag("--timeout-lifespan-shutdown", defaults.timeout_lifespan_shutdown)
+        config.timeout_shutdown_delay
+        + config.timeout_graceful_shutdown
+        + config.timeout_lifespan_shutdown
     )
-    assert seconds(unit["Service.TimeoutStopSec"][0]) > bound
+    assert seconds(parse_unit(SERVICE)["Service.TimeoutStopSec"][0]) > bound
+
+
+def test_start_timeout_covers_a_worker_boot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TimeoutStartSec leaves room for --timeout-worker-boot before systemd gives up."""
+    config = exec_start_config(monkeypatch)
+    assert seconds(parse_unit(SERVICE)["Service.TimeoutStartSec"][0]) > config.timeout_worker_boot
 
 
 def test_service_is_hardened() -> None:
