@@ -163,7 +163,11 @@ def _serve(config: Config) -> ExitCode:
             daemon.drop_privileges(identity)
             if config.supervised:
                 from corral.supervisor.master import run_master
+                from corral.worker.edge import Edge
 
+                # Fail fast (exit 2) on unusable TLS or proxy settings, as the user the
+                # workers run as; each worker still builds its own context after the fork.
+                Edge(config)
                 return ExitCode(run_master(config, listeners))
             from corral.worker.process import run_single
 

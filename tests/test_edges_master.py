@@ -101,3 +101,23 @@ def test_hup_reload_serves_renewed_certificate(processes: list[Running], tmp_pat
     wait_until(lambda: len(server.children()) == 2, 30, "the old generation to exit")
     for _ in range(20):  # every worker of the new generation serves the renewed cert
         assert served_cert(port, ca) == new_der
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]])
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--ssl-certfile", "/nonexistent/cert.pem"], "--ssl-certfile"),
+        (["--forwarded-allow-ips", "10.0.0.300"], "--forwarded-allow-ips"),
+    ],
+)
+def test_bad_edge_settings_exit_2(
+    processes: list[Running], tmp_path: Path, workers: list[str], args: list[str], option: str
+) -> None:
+    """Unusable TLS or proxy settings stop corral with exit 2 and one line naming the option."""
+    write_app(tmp_path / "app_v.py", "1")
+    server = start(processes, tmp_path, "--port", "0", *workers, *args)
+    assert server.wait(30) == 2
+    errors = [line for line in server.log().splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1 and option in errors[0], server.log()
+    assert "Traceback" not in server.log()
