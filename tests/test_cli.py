@@ -328,3 +328,80 @@ def test_serve_config_bad_env_file_is_usage(
     assert serve_config(config) == ExitCode.USAGE
     assert "listeners" not in fake_single
     assert capsys.readouterr().err.count("ERROR:    Invalid value for '--env-file'") == 1
+
+
+#: Every option of uvicorn's command line (0.3x), with a sample value (None for flags).
+UVICORN_OPTIONS: list[tuple[str, str | None]] = [
+    ("--host", "0.0.0.0"),
+    ("--port", "9000"),
+    ("--uds", "/tmp/u.sock"),
+    ("--fd", "3"),
+    ("--reload", None),
+    ("--reload-dir", "."),
+    ("--reload-include", "*.py"),
+    ("--reload-exclude", "*.tmp"),
+    ("--reload-delay", "0.5"),
+    ("--workers", "2"),
+    ("--loop", "asyncio"),
+    ("--http", "h11"),
+    ("--http2", None),
+    ("--ws", "websockets"),
+    ("--ws-max-size", "1024"),
+    ("--ws-max-queue", "8"),
+    ("--ws-ping-interval", "5"),
+    ("--ws-ping-timeout", "5"),
+    ("--ws-per-message-deflate", "false"),
+    ("--lifespan", "on"),
+    ("--interface", "asgi3"),
+    ("--env-file", ".env"),
+    ("--log-config", "log.json"),
+    ("--log-level", "debug"),
+    ("--access-log", None),
+    ("--no-access-log", None),
+    ("--use-colors", None),
+    ("--no-use-colors", None),
+    ("--proxy-headers", None),
+    ("--no-proxy-headers", None),
+    ("--server-header", None),
+    ("--no-server-header", None),
+    ("--date-header", None),
+    ("--no-date-header", None),
+    ("--forwarded-allow-ips", "*"),
+    ("--root-path", "/api"),
+    ("--limit-concurrency", "10"),
+    ("--backlog", "128"),
+    ("--limit-max-requests", "1000"),
+    ("--limit-max-requests-jitter", "10"),
+    ("--timeout-keep-alive", "5"),
+    ("--timeout-graceful-shutdown", "10"),
+    ("--timeout-worker-healthcheck", "5"),
+    ("--ssl-keyfile", "k.pem"),
+    ("--ssl-certfile", "c.pem"),
+    ("--ssl-keyfile-password", "pw"),
+    ("--ssl-version", "17"),
+    ("--ssl-cert-reqs", "0"),
+    ("--ssl-ca-certs", "ca.pem"),
+    ("--ssl-ciphers", "TLSv1"),
+    ("--header", "X-A:1"),
+    ("--app-dir", "."),
+    ("--h11-max-incomplete-event-size", "1024"),
+    ("--reset-contextvars", None),
+    ("--factory", None),
+]
+
+
+@pytest.mark.parametrize(("flag", "value"), UVICORN_OPTIONS)
+def test_every_uvicorn_option_is_accepted_or_clearly_refused(
+    invoke: Any, flag: str, value: str | None
+) -> None:
+    """A uvicorn command line works unchanged, or fails naming the unimplemented option."""
+    args = ["main:app", flag] + ([] if value is None else [value])
+    if flag == "--ssl-keyfile":
+        args += ["--ssl-certfile", "c.pem"]
+    result, config = invoke(args)
+    if result.exit_code == 0:
+        assert config is not None
+        return
+    assert result.exit_code == ExitCode.USAGE
+    assert "No such option" not in result.output
+    assert flag in result.output and "not implement" in result.output
