@@ -37,6 +37,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: Literals that make Unix-socket peers trusted (besides absolute paths and ``unix:PATH``).
 UNIX_LITERAL = "unix"
 
+_HEADER_NAMES = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"forwarded"})
 _SECURE = frozenset({"https", "wss"})
 _PROTOS = frozenset({"http", "https", "ws", "wss"})
 # RFC 7239 section 6.3: an obfuscated node is "_" followed by ALPHA / DIGIT / "." / "_" / "-".
@@ -281,6 +282,11 @@ def resolve(
     ``headers`` are the request's (lower-case name, value) pairs. Without proxy headers this
     is a single pass of byte comparisons and returns its inputs.
     """
+    for name, _ in headers:
+        if name in _HEADER_NAMES:
+            break
+    else:
+        return client, scheme, None  # the common case: one set lookup per header
     xff: list[bytes] = []
     xfp: list[bytes] = []
     fwd: list[bytes] = []
