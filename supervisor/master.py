@@ -53,6 +53,7 @@ from corral.supervisor.pool import (
     send_signal,
     set_title,
 )
+from corral.supervisor.signals import SignalInbox
 from corral.supervisor.systemd import MasterNotifier, Notifier
 from corral.worker import channel
 from corral.worker.channel import ChannelError, Kind
@@ -116,10 +117,8 @@ class Master:
         self.limits = limits_from(config)
         self.ever_ready = False
         self.exit_code = ExitCode.OK
-        self.signals: list[int] = []
+        self.inbox = SignalInbox(MASTER_SIGNALS)
         self.selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._old_handlers: dict[int, Any] = {}
         self._next_sample = 0.0
         self._next_watch = 0.0
         #: Hooks for sd_notify and the like: called with (event, master).
@@ -143,27 +142,6 @@ class Master:
             except Exception:
                 logger.exception("master hook failed on %s", event)
 
-    def _record(self, signum: int, frame: object) -> None:
-        """The only work done in signal context: remember which signal arrived."""
-        self.signals.append(signum)
-
-    def _install_signals(self) -> None:
-        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        for signum in MASTER_SIGNALS:
-            self._old_handlers[signum] = signal.signal(signum, self._record)
-        # A master re-executed in place starts with these blocked (see _reexec): any
-        # signal that arrived during the exec is delivered now, to the handlers above.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
-        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
-        for handle in self.workers.values():
-            if handle.channel is not None:
-                self.selector.register(handle.channel, selectors.EVENT_READ, handle)
-
-    def _restore_signals(self) -> None:
-        for signum, handler in self._old_handlers.items():
-            signal.signal(signum, handler)
-        signal.set_wakeup_fd(-1)
-
     def _close_in_child(self) -> None:
         """In a fresh worker: drop every fd that belongs to the master or to siblings.
 
@@ -171,21 +149,23 @@ class Master:
         and, worse, keep this worker's own EOF from ever arriving if the master died.
         """
         self.selector.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self.inbox.close()
         for handle in self.workers.values():
             handle.close_channel()
 
     def run(self) -> ExitCode:
-        self._install_signals()
+        self.inbox.install()
+        self.selector.register(self.inbox.fileno, selectors.EVENT_READ, None)
+        for handle in self.workers.values():  # adopted after a re-exec
+            if handle.channel is not None:
+                self.selector.register(handle.channel, selectors.EVENT_READ, handle)
         set_title(f"corral: master [{app_title(self.config.app)}]")
         try:
             self._loop()
         finally:
-            self._restore_signals()
+            self.inbox.restore()
             self.selector.close()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            self.inbox.close()
         return self.exit_code
 
     def _loop(self) -> None:
@@ -200,23 +180,13 @@ class Master:
                 return
             timeout = None if deadline is None else max(0.0, deadline - self.clock())
             for key, _ in self.selector.select(timeout):
-                if key.data is None:
-                    self._drain_wakeup()
-                else:
+                if key.data is not None:
                     self._read_channel(key.data)
-
-    def _drain_wakeup(self) -> None:
-        try:
-            while os.read(self._wake_r, 512):
-                pass
-        except BlockingIOError:
-            pass
 
     # --- signals ---------------------------------------------------------------------
 
     def _handle_signals(self, now: float) -> None:
-        while self.signals:
-            signum = self.signals.pop(0)
+        for signum in self.inbox.take():
             if signum == signal.SIGCHLD:
                 continue  # reaping follows right after
             if signum in (signal.SIGTERM, signal.SIGINT):
