@@ -102,6 +102,7 @@ def check_case(case: WireCase, kind: str, step: int | None) -> None:
     assert follow_ups == ([] if case.closes_for(kind) else [b"/smuggled"]), case.id
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("kind", PARSERS)
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_corpus_case(case: WireCase, kind: str) -> None:
@@ -116,6 +117,7 @@ def test_corpus_case_trickled(case: WireCase, kind: str) -> None:
     check_case(case, kind, 7)
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("kind", PARSERS)
 def test_byte_at_a_time_pipeline(kind: str) -> None:
     """Three pipelined requests fed one byte at a time give the same messages as one feed."""

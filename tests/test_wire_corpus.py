@@ -82,6 +82,7 @@ def _check_seen(case: WireCase, seen: dict[str, Any]) -> None:
         assert [v for n, v in headers if n == name] == [value], case.id
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.id}" for c in CASES])
 def test_wire_case(
     case: WireCase, servers: dict[Any, Running], caplog: pytest.LogCaptureFixture
