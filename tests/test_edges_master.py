@@ -1,4 +1,4 @@
-"""Network edges under the pre-fork master: --fd with two workers, certificate reload on HUP."""
+"""Network edges as users run corral: the CLI, --fd with two workers, cert reload on HUP."""
 
 from __future__ import annotations
 
@@ -121,3 +121,43 @@ def test_bad_edge_settings_exit_2(
     errors = [line for line in server.log().splitlines() if line.startswith("ERROR")]
     assert len(errors) == 1 and option in errors[0], server.log()
     assert "Traceback" not in server.log()
+
+
+def test_cli_tls_flags_end_to_end(processes: list[Running], tmp_path: Path) -> None:
+    """Every --ssl-* flag from the command line: encrypted key, mTLS, version, ciphers."""
+    from cryptography.hazmat.primitives import serialization
+
+    write_app(tmp_path / "app_v.py", "1")
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost")
+    client = ca.issue_cert("client@example.com")
+    (tmp_path / "cert.pem").write_bytes(leaf.cert_chain_pems[0].bytes())
+    key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw")))  # fmt: skip
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server = start(processes, tmp_path, "--port", "0",
+                   "--ssl-certfile", str(tmp_path / "cert.pem"),
+                   "--ssl-keyfile", str(tmp_path / "key.pem"), "--ssl-keyfile-password", "pw",
+                   "--ssl-ca-certs", str(tmp_path / "ca.pem"), "--ssl-cert-reqs", "2",
+                   "--ssl-version", str(int(ssl.PROTOCOL_TLS_SERVER)),
+                   "--ssl-ciphers", "ECDHE+AESGCM")  # fmt: skip
+    log = server.wait_log("running on https://", timeout=30)
+    match = re.search(r"running on https://127\.0\.0\.1:(\d+)", log)
+    assert match, log
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    client.configure_cert(context)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2  # so --ssl-ciphers decides the suite
+    with (
+        socket.create_connection(("127.0.0.1", int(match.group(1))), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        response = b""
+        while chunk := tls.recv(65536):
+            response += chunk
+        cipher = tls.cipher()
+    assert response.startswith(b"HTTP/1.1 200") and b"version=1" in response
+    assert cipher is not None and "GCM" in cipher[0] and cipher[0].startswith("ECDHE")
