@@ -466,8 +466,12 @@ class Master:
 
     # --- re-exec in place (--preload reload) -----------------------------------------
 
-    def adopt(self, handles: list[WorkerHandle]) -> None:
-        """Take over the previous master image's workers and replace them (a reload)."""
+    def adopt(self, handles: list[WorkerHandle], replace: bool = True) -> None:
+        """Take over the previous master image's workers and (normally) replace them.
+
+        ``replace=False`` when the new image could not load the app: the adopted workers
+        stay the serving generation, and a later SIGHUP tries again.
+        """
         if not handles:
             return
         old = max(h.generation for h in handles)
@@ -475,9 +479,17 @@ class Master:
             handle.generation = old
             self.workers[handle.pid] = handle
         self.ever_ready = True
+        self.next_generation = old + 2
+        if not replace:
+            logger.error(
+                "The new code failed to load; generation %d keeps serving"
+                " (fix the code and send SIGHUP to retry)",
+                old,
+            )
+            self.target = Target(self.target.workers, old)
+            return
         self.set_state(MasterState.RELOADING)
         self.target = Target(self.target.workers, old + 1, reload_from=old)
-        self.next_generation = old + 2
         logger.info(
             "Adopted %d worker(s) of generation %d from before the re-exec; replacing them",
             len(handles),
@@ -509,6 +521,7 @@ def run_master(config: Config, listeners: list[Listener]) -> ExitCode:
     from corral.logging import banner_lines
 
     adopted = adopted_workers(time.monotonic())
+    loaded = True
     app: Any = None
     if config.preload:
         from corral.loading import load_app
@@ -519,9 +532,9 @@ def run_master(config: Config, listeners: list[Listener]) -> ExitCode:
             logger.error("%s", exc)
             if not adopted:
                 return exc.exit_code
-            # Re-executed with broken code: the adopted workers keep serving; new workers
-            # import the app themselves, fail the same way, and the reload is abandoned.
-            app = None
+            # Re-executed with broken code: the adopted workers keep serving. Should one
+            # die, its replacement imports the app itself (app is None), as without preload.
+            loaded = False
     watcher = None
     if config.reload:
         from corral.supervisor.reload import Watcher
@@ -542,7 +555,7 @@ def run_master(config: Config, listeners: list[Listener]) -> ExitCode:
     master = Master(config, listeners, _worker_entry(config, listeners, app), watcher=watcher)
     master.notifier = MasterNotifier(Notifier.from_environ())
     master.hooks.append(master.notifier.on_event)
-    master.adopt(adopted)
+    master.adopt(adopted, replace=loaded)
     code = master.run()
     logger.info("Stopping parent process [%d]", os.getpid())
     return code

@@ -361,3 +361,23 @@ def test_stuck_worker_is_killed_after_drain_allowance_and_master_exits_0(serve: 
     log = s.log()
     assert f"Killing worker 1 (pid {stuck}): still running at its drain deadline" in log
     assert f"(pid {stuck}) killed by SIGKILL" in log
+
+
+def test_preload_hup_with_broken_code_keeps_old_workers(serve: Any, tmp_path: Path) -> None:
+    """--preload HUP with code that fails to import: the old workers keep serving."""
+    write_app(tmp_path / "versioned.py", "1")
+    s = serve("versioned:app", "--workers", "2", "--preload", app_dir=tmp_path)
+    s.wait_ready(2)
+    old = s.worker_pids()
+    hammer = Hammer(s.port, clients=2)
+    try:
+        write_app(tmp_path / "versioned.py", "2", broken=True)
+        s.signal(signal.SIGHUP)
+        log = s.wait_log("keeps serving", timeout=30)
+        assert get(s.port)[1].startswith("version=1")
+        assert log.count("RuntimeError: this version is broken") == 1
+    finally:
+        hammer.stop()
+    assert s.proc.poll() is None
+    assert old <= s.worker_pids()
+    assert hammer.failures == []
