@@ -6,12 +6,17 @@ import grp
 import json
 import os
 import pwd
+import re
 import shutil
+import signal
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from corral.daemon import (
     Identity,
@@ -241,3 +246,68 @@ def test_pid1_warning_only_for_single_process_mode() -> None:
     assert "orphan" in warning and "--workers 1" in warning
     assert pid1_warning(supervised=True, pid=1) is None
     assert pid1_warning(supervised=False, pid=1234) is None
+
+
+# --- corral end to end -------------------------------------------------------------------------
+# corral started as root with --user nobody. The interpreter here lives under /root, which
+# nobody cannot read, so the modules corral imports lazily are imported up front; the
+# application itself is imported after the drop, from a directory nobody can read.
+LAUNCH = r"""
+import sys
+import asyncio, email, h11, httptools, json, uvloop
+import corral.cli, corral.loading, corral.main, corral.supervisor.master
+import corral.supervisor.systemd, corral.worker.http1, corral.worker.process
+import corral.worker.serving, corral.worker.supervised
+corral.cli.main(sys.argv[1:])
+"""
+
+WHOAMI = """
+import os
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = f"uid={os.getuid()} gid={os.getgid()} groups={sorted(os.getgroups())}"
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body.encode()})
+"""
+
+
+@root_only
+@pytest.mark.parametrize("workers", [None, 2], ids=["single", "master"])
+def test_corral_binds_as_root_then_serves_as_nobody(
+    world_readable_dir: Path, workers: int | None
+) -> None:
+    """corral --user nobody --pid: the pidfile names the (master) process, the app runs
+    as nobody in every process, and the pidfile is gone after SIGTERM."""
+    from tests.test_activation import LogFile, http_get, stop, wait_for
+
+    (world_readable_dir / "whoami.py").write_text(WHOAMI)
+    run_dir = world_readable_dir / "run"
+    run_dir.mkdir()
+    os.chown(run_dir, NOBODY.pw_uid, NOBODY.pw_gid)  # like RuntimeDirectory=: removable
+    pidfile = run_dir / "corral.pid"
+    args = ["whoami:app", "--app-dir", str(world_readable_dir), "--port", "0"]
+    args += ["--user", "nobody", "--pid", str(pidfile), "--umask", "027"]
+    if workers:
+        args += ["--workers", str(workers)]
+    log = LogFile(world_readable_dir / "corral.log")
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCH, *args], stderr=log.handle, text=True)
+    try:
+        text = log.wait("running on http://") if not workers else log.wait("ready", workers)
+        assert f"Running as uid {NOBODY.pw_uid}, gid {NOBODY.pw_gid}" in text
+        port = int(re.search(r"running on http://127\.0\.0\.1:(\d+)", text).group(1))  # type: ignore[union-attr]
+        assert pidfile.read_text() == f"{proc.pid}\n"
+        assert os.stat(pidfile).st_uid == NOBODY.pw_uid
+        status, _, body = http_get(("127.0.0.1", port))
+        assert status == 200
+        assert body.startswith(f"uid={NOBODY.pw_uid} gid={NOBODY.pw_gid} ")
+        assert "0" not in body.split("groups=")[1].strip("[]").split(", ")
+        for process in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children()]:
+            assert process.uids().real == process.uids().effective == NOBODY.pw_uid
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        wait_for(lambda: not pidfile.exists(), "the pidfile to be removed")
+    finally:
+        stop(proc, log)
