@@ -124,6 +124,9 @@ def fork_worker(
             signal.set_wakeup_fd(-1)
             for signum in MASTER_SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
+            # Ctrl+C reaches the whole process group; the master coordinates the stop, so
+            # a worker ignores SIGINT from its first instruction on.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             master_end.close()
             close_in_child()
             if title:
