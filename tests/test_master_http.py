@@ -40,14 +40,18 @@ def serve(tmp_path: Path) -> Iterator[Any]:
     started: list[Server] = []
 
     def start(
-        app: str, *args: str, app_dir: Path | None = None, access_log: bool = False
+        app: str,
+        *args: str,
+        app_dir: Path | None = None,
+        access_log: bool = False,
+        **popen: Any,
     ) -> Server:
         cmd = [sys.executable, "-m", "corral", app, "--port", "0", *args]
         if not access_log:
             cmd.append("--no-access-log")
         if app_dir is not None:
             cmd += ["--app-dir", str(app_dir)]
-        server = Server(cmd, str(tmp_path / f"server{len(started)}.log"), cwd=ROOT)
+        server = Server(cmd, str(tmp_path / f"server{len(started)}.log"), cwd=ROOT, **popen)
         started.append(server)
         return server
 
@@ -381,3 +385,14 @@ def test_preload_hup_with_broken_code_keeps_old_workers(serve: Any, tmp_path: Pa
     assert s.proc.poll() is None
     assert old <= s.worker_pids()
     assert hammer.failures == []
+
+
+def test_ctrl_c_to_the_process_group_stops_gracefully(serve: Any) -> None:
+    """SIGINT to the whole group (Ctrl+C): workers ignore it, the master drains them, exit 0."""
+    s = serve(APP, "--workers", "2", start_new_session=True)
+    s.wait_ready(2)
+    os.killpg(s.pid, signal.SIGINT)
+    assert s.wait(20) == 0
+    log = s.log()
+    assert log.count("exited cleanly") == 2
+    assert "killed by SIGINT" not in log
