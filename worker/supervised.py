@@ -27,7 +27,7 @@ import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
-from corral.errors import CorralError, ExitCode
+from corral.errors import CorralError, ExitCode, StartupError
 from corral.worker import channel
 from corral.worker.channel import ChannelError, Decoder, Kind
 from corral.worker.state import ShutdownReason
@@ -207,6 +207,8 @@ async def _serve(config: Config, listeners: list[Listener], link: Link, app: Any
     loop.add_reader(link.sock.fileno(), hooks.on_channel)
     try:
         await server.serve([item.sock for item in listeners], on_started=hooks.on_started)
+    except StartupError as exc:
+        return exc.exit_code  # the lifespan already logged the app's message
     except CorralError as exc:
         logger.error("%s", exc)
         return exc.exit_code
