@@ -396,3 +396,18 @@ def test_ctrl_c_to_the_process_group_stops_gracefully(serve: Any) -> None:
     log = s.log()
     assert log.count("exited cleanly") == 2
     assert "killed by SIGINT" not in log
+
+
+def test_lifespan_startup_failure_exits_3_once(serve: Any, tmp_path: Path) -> None:
+    """Lifespan startup failing in the first worker: exit 3, the message logged once."""
+    (tmp_path / "lsfail.py").write_text(
+        "async def app(scope, receive, send):\n"
+        "    if scope['type'] == 'lifespan':\n"
+        "        await receive()\n"
+        "        await send({'type': 'lifespan.startup.failed', 'message': 'db unreachable'})\n"
+    )
+    s = serve("lsfail:app", "--workers", "2", app_dir=tmp_path)
+    assert s.wait(20) == 3
+    log = s.log()
+    assert log.count("db unreachable") == 1
+    assert log.count("Started worker") == 1
