@@ -53,6 +53,14 @@ class ResponseState(Enum):
     COMPLETE = "complete"
 
 
+_WAITING, _STARTED, _STREAMING = (
+    ResponseState.WAITING,
+    ResponseState.STARTED,
+    ResponseState.STREAMING,
+)
+_DISCARDING, _COMPLETE = ResponseState.DISCARDING, ResponseState.COMPLETE
+
+
 class ASGIProtocolError(RuntimeError):
     """The app sent an ASGI message that is invalid at this point."""
 
@@ -97,7 +105,6 @@ class RequestCycle:
         self,
         conn: CycleOwner,
         scope: dict[str, Any],
-        *,
         keep_alive: bool,
         expect_continue: bool,
         http10: bool,
@@ -188,21 +195,25 @@ class RequestCycle:
         kind = message["type"]
         resp = self.resp
         if kind == "http.response.body":
-            if resp is ResponseState.STREAMING:
-                await self._more_body(message)
-            elif resp is ResponseState.STARTED:
-                await self._first_body(message)
-            elif resp is ResponseState.DISCARDING:
+            if resp is _STREAMING:
+                self._more_body(message)
+            elif resp is _STARTED:
+                self._first_body(message)
+            elif resp is _DISCARDING:
                 if not message.get("more_body", False):
-                    self.resp = ResponseState.COMPLETE
+                    self.resp = _COMPLETE
+                return
             else:
                 raise self._out_of_order(kind)
+            # Wait for room only when the transport's buffer is over its high-water mark.
+            if self.resp is _STREAMING and self.conn.flow.write_paused:
+                await self.conn.flow.drain()
         elif kind == "http.response.start":
-            if resp is not ResponseState.WAITING:
+            if resp is not _WAITING:
                 raise self._out_of_order(kind)
             self.status = message["status"]
             self.headers = message.get("headers", ())
-            self.resp = ResponseState.STARTED
+            self.resp = _STARTED
         else:
             raise self._out_of_order(kind)
 
@@ -215,7 +226,7 @@ class RequestCycle:
         }.get(self.resp, "nothing (the response is complete)")
         return ASGIProtocolError(f"Expected ASGI message {expected}, but got {kind!r}.")
 
-    async def _first_body(self, message: Message) -> None:
+    def _first_body(self, message: Message) -> None:
         body = message.get("body", b"")
         more = message.get("more_body", False)
         conn = self.conn
@@ -225,11 +236,11 @@ class RequestCycle:
                 self.status,
                 self.headers,
                 conn.state,
-                no_body=self.no_body,
-                http10=self.http10,
+                self.no_body,
+                self.http10,
                 # 100 never sent: the client may or may not send the body, so close after.
-                keep_alive=self.keep_alive and not self.expect_continue,
-                body_len=None if more else len(body),
+                self.keep_alive and not self.expect_continue,
+                None if more else len(body),
             )
         except (InvalidResponseHeader, TypeError, ValueError, AttributeError) as exc:
             logger.error(
@@ -256,13 +267,11 @@ class RequestCycle:
         if framer.overflow:
             self._overflow()
         if more:
-            self.resp = ResponseState.STREAMING
-            if conn.flow.write_paused:
-                await conn.flow.drain()
+            self.resp = _STREAMING
         else:
             self._finish()
 
-    async def _more_body(self, message: Message) -> None:
+    def _more_body(self, message: Message) -> None:
         framer = self.framer
         if framer is None:  # pragma: no cover - set together with STREAMING
             raise ASGIProtocolError("response body without a head")
@@ -277,8 +286,6 @@ class RequestCycle:
             self._overflow()
         if not more:
             self._finish()
-        elif self.conn.flow.write_paused:
-            await self.conn.flow.drain()
 
     def _dropped_body(self) -> None:
         _warn_once(
@@ -298,9 +305,9 @@ class RequestCycle:
         self.keep_alive = False
 
     def _finish(self) -> None:
-        self.resp = ResponseState.COMPLETE
+        self.resp = _COMPLETE
         framer = self.framer
-        if framer is not None:
+        if framer is not None and framer.mode is not BodyMode.NONE:
             if framer.short:
                 logger.warning(
                     "Response body for %s is shorter than its Content-Length (%d bytes"

@@ -61,6 +61,8 @@ _ALLOWED: dict[ConnState, frozenset[ConnState]] = {
 }
 
 _ASGI = {"version": "3.0", "spec_version": HTTP_SPEC_VERSION}
+# Hot-path aliases: identity checks against these avoid Enum attribute and hash lookups.
+_IDLE, _HEAD, _BODY = ConnState.IDLE, ConnState.HEAD, ConnState.BODY
 
 
 async def overloaded_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -181,14 +183,16 @@ class HTTP1Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         st = self._st
-        if st is ConnState.IDLE:
-            self._to(ConnState.HEAD)
-            if self._requests:  # the running timer is the keep-alive one: a head has begun
-                self._cancel_timer()
-        elif st is ConnState.BODY:
+        if st is _IDLE:
+            self._st = _HEAD  # IDLE -> HEAD: the first bytes of a request head
+            timer = self._timer
+            if timer is not None and (self._requests or self._draining):
+                timer.cancel()  # the keep-alive (or drain grace) clock: a head has begun
+                self._timer = None
+        elif st is _BODY:
             if self._timer is not None:
                 self._last_body = self._loop.time()
-        elif st is not ConnState.HEAD and st is not ConnState.UPGRADED:
+        elif st is not _HEAD and st is not ConnState.UPGRADED:
             return  # FINISHED or CLOSED: bytes after the last request are never parsed
         try:
             self.parser.feed(data)
@@ -197,9 +201,9 @@ class HTTP1Protocol(asyncio.Protocol):
             return
         st = self._st
         if self._timer is None:
-            if st is ConnState.HEAD:
+            if st is _HEAD:
                 self._timer = self._loop.call_later(self._head_timeout, self._on_timeout)
-            elif st is ConnState.BODY:
+            elif st is _BODY:
                 self._last_body = self._loop.time()
                 self._timer = self._loop.call_later(self._body_timeout, self._on_timeout)
         if st is ConnState.UPGRADED:
@@ -207,15 +211,24 @@ class HTTP1Protocol(asyncio.Protocol):
 
     # --- parser sink --------------------------------------------------------------------
     def on_head(self, head: RequestHead) -> bool:
-        self._cancel_timer()
-        if self._draining:
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+            self._timer = None
+        st = self._st
+        if st is not _HEAD and st is not _IDLE:
+            raise InvalidTransition(f"HTTP connection: request head while {st.value}")
+        if self._draining and self._requests:
             self._to(ConnState.FINISHED)  # draining: pipelined requests are not taken
             return True
         self._requests += 1
         state = self.state
         # While stopping (--timeout-shutdown-delay), every response says Connection: close.
         keep_alive = self._request_keep_alive = head.keep_alive and not state.draining
-        if head.upgrade == b"websocket" and self._ws and not state.over_limit():
+        limit = state.limit_concurrency
+        over_limit = limit is not None and state.over_limit()
+        upgrade = head.upgrade
+        if upgrade is not None and upgrade == b"websocket" and self._ws and not over_limit:
             self._upgrade_head = head
             self._to(ConnState.UPGRADED)
             return True
@@ -224,21 +237,24 @@ class HTTP1Protocol(asyncio.Protocol):
         cycle = RequestCycle(
             self,
             self._scope(head),
-            keep_alive=keep_alive,
-            expect_continue=head.expect_continue and not http10,
-            http10=http10,
-            no_body=head.method == "HEAD",
+            keep_alive,
+            head.expect_continue and not http10,
+            http10,
+            head.method == "HEAD",
         )
         self._parsing = cycle
-        self._to(ConnState.BODY)
+        self._st = _BODY
         if self._health is not None and head.raw_path == self._health:
             app: ASGIApp = self._health_app
-        elif state.over_limit():
+        elif over_limit:
             app = overloaded_app
         else:
             app = state.app  # type: ignore[assignment]
         if self._active is None:
-            self._start(cycle, app)
+            self._active = cycle
+            task = self._loop.create_task(cycle.run_asgi(app))
+            state.tasks.add(task)
+            task.add_done_callback(state.task_done)
         else:
             self._queue.append((cycle, app))
             self.flow.pause_reading(PAUSE_PIPELINE)
@@ -252,15 +268,20 @@ class HTTP1Protocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         cycle = self._parsing
         self._parsing = None
-        self._cancel_timer()
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+            self._timer = None
         if cycle is not None:
             cycle.on_body_complete()
+        if self._st is not _BODY:
+            raise InvalidTransition(f"HTTP connection: message end while {self._st.value}")
         if not self._request_keep_alive or self._draining:
-            self._to(ConnState.FINISHED)
+            self._st = ConnState.FINISHED
             if self._active is None:
                 self.close_connection()
             return
-        self._to(ConnState.IDLE)
+        self._st = _IDLE
         if self._active is None:
             self._idle()
 
@@ -297,7 +318,10 @@ class HTTP1Protocol(asyncio.Protocol):
     # --- the pipeline -----------------------------------------------------------------------
     def _start(self, cycle: RequestCycle, app: ASGIApp) -> None:
         self._active = cycle
-        self.state.track_task(self._loop.create_task(cycle.run_asgi(app)))
+        state = self.state
+        task = self._loop.create_task(cycle.run_asgi(app))
+        state.tasks.add(task)
+        task.add_done_callback(state.task_done)
 
     def response_complete(self, cycle: RequestCycle) -> None:
         """Called by the active cycle once its response is fully written."""
@@ -382,6 +406,11 @@ class HTTP1Protocol(asyncio.Protocol):
             else:
                 cycle.fail(status)
             return
+        if self._active is None:
+            # Already answered (the app responded before its body arrived): nothing more
+            # may be sent for it, so just close rather than hold the connection forever.
+            self.close_connection()
+            return
         # A pipelined request that never started: drop it, answer after the earlier ones.
         self._queue = deque(item for item in self._queue if item[0] is not cycle)
         cycle.on_disconnect()
@@ -421,6 +450,11 @@ class HTTP1Protocol(asyncio.Protocol):
             return
         active = self._active
         if active is None and not self._queue and self._parsing is None:
+            if not self._requests and st is ConnState.IDLE:
+                # Fresh: its first request may already be on the wire, and closing now
+                # would reset it. It is answered with Connection: close (the idle timer
+                # still bounds a client that never sends anything).
+                return
             self.close_connection()  # idle (or only part of a head): nothing to finish
             return
         if active is not None:

@@ -75,6 +75,8 @@ class ServerState:
         self.default_names = frozenset(
             [n for n, _ in self._static_headers] + ([b"date"] if config.date_header else [])
         )
+        #: Checked app header sets, for HTTP/1.1 and HTTP/1.0 (see corral.worker.writer).
+        self.header_cache: tuple[dict[Any, Any], dict[Any, Any]] = ({}, {})
         self.clock = DateClock(self._on_date_change)
         #: Pre-encoded default header lines (Server, Date, --header), refreshed every second.
         self.header_block = b""
@@ -118,9 +120,10 @@ class ServerState:
     def track_task(self, task: asyncio.Task[None]) -> None:
         """Count an app task until it finishes (for the limit and for the drain)."""
         self.tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(self.task_done)
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def task_done(self, task: asyncio.Task[None]) -> None:
+        """Done callback of every app task (see :meth:`track_task`)."""
         self.tasks.discard(task)
         if self._idle_waiter is not None:
             self.notify_change()

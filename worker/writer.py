@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from enum import Enum
 from http import HTTPStatus
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class InvalidResponseHeader(ValueError):
@@ -35,6 +35,8 @@ class HeaderDefaults(Protocol):
 
     header_block: bytes
     default_names: frozenset[bytes]
+    #: Two dicts (HTTP/1.1, HTTP/1.0) remembering checked app header sets.
+    header_cache: tuple[dict[Any, Any], dict[Any, Any]]
 
     def header_block_without(self, exclude: set[bytes]) -> bytes: ...
 
@@ -73,6 +75,53 @@ _SPECIAL = {
 }
 
 
+#: Distinct app header sets whose checks are remembered per process. Apps send the same few
+#: header sets over and over; the bound keeps a stream of unique values from growing it.
+HEADER_CACHE_SIZE = 256
+
+#: (block, content length or -1, app chunked, app said close, app sent Connection, names
+#: of default headers the app overrides) for one app header set.
+HeaderInfo = tuple[bytes, int, bool, bool, bool, frozenset[bytes] | None]
+
+
+def _analyse(
+    headers: tuple[tuple[bytes, bytes], ...], names: frozenset[bytes], http10: bool
+) -> HeaderInfo:
+    """Check an app's headers and encode them (raises on anything unsafe)."""
+    length = -1
+    app_chunked = close_by_app = has_connection = False
+    overridden: set[bytes] | None = None
+    lines = []
+    for name, value in headers:
+        lname = name.lower()
+        kind = _SPECIAL.get(lname)
+        if kind is not None:
+            if kind == _CONTENT_LENGTH:
+                if length >= 0 or not value.isdigit():
+                    raise InvalidResponseHeader(f"bad or repeated Content-Length {value!r}")
+                length = int(value)
+            elif kind == _TRANSFER_ENCODING:
+                app_chunked = b"chunked" in value.lower()
+                if http10:
+                    continue  # HTTP/1.0 has no transfer codings
+            else:
+                has_connection = True
+                close_by_app = close_by_app or b"close" in value.lower()
+        elif lname in names:
+            if overridden is None:
+                overridden = set()
+            overridden.add(lname)
+        lines.append(b"%s: %s\r\n" % (name, value))
+    block = b"".join(lines)
+    # Each line ends in exactly one CRLF; any other CR, LF or NUL came from the app.
+    if block.count(b"\n") != len(lines) or block.count(b"\r") != len(lines) or b"\0" in block:
+        raise InvalidResponseHeader("CR, LF or NUL in a response header")
+    if app_chunked and length >= 0:
+        raise InvalidResponseHeader("both Content-Length and Transfer-Encoding")
+    frozen = None if overridden is None else frozenset(overridden)
+    return block, length, app_chunked, close_by_app, has_connection, frozen
+
+
 class ResponseFramer:
     """Builds one response head and frames its body; records what went wrong."""
 
@@ -91,7 +140,6 @@ class ResponseFramer:
         status: int,
         headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...],
         defaults: HeaderDefaults,
-        *,
         no_body: bool,
         http10: bool,
         keep_alive: bool,
@@ -107,37 +155,19 @@ class ResponseFramer:
         if not isinstance(status, int) or not 100 <= status <= 999:
             raise InvalidResponseHeader(f"invalid status {status!r}")
         no_body = no_body or status < 200 or status == 204 or status == 304
-        length = -1
-        app_chunked = close_by_app = has_connection = False
-        overridden: set[bytes] | None = None
-        names = defaults.default_names
-        lines = []
-        for name, value in headers:
-            lname = name.lower()
-            kind = _SPECIAL.get(lname)
-            if kind is not None:
-                if kind == _CONTENT_LENGTH:
-                    if length >= 0 or not value.isdigit():
-                        raise InvalidResponseHeader(f"bad or repeated Content-Length {value!r}")
-                    length = int(value)
-                elif kind == _TRANSFER_ENCODING:
-                    app_chunked = b"chunked" in value.lower()
-                    if http10:
-                        continue  # HTTP/1.0 has no transfer codings
-                else:
-                    has_connection = True
-                    close_by_app = close_by_app or b"close" in value.lower()
-            elif lname in names:
-                if overridden is None:
-                    overridden = set()
-                overridden.add(lname)
-            lines.append(b"%s: %s\r\n" % (name, value))
-        block = b"".join(lines)
-        # Each line ends in exactly one CRLF; any other CR, LF or NUL came from the app.
-        if block.count(b"\n") != len(lines) or block.count(b"\r") != len(lines) or b"\0" in block:
-            raise InvalidResponseHeader("CR, LF or NUL in a response header")
-        if app_chunked and length >= 0:
-            raise InvalidResponseHeader("both Content-Length and Transfer-Encoding")
+        items = tuple(headers)
+        cache = defaults.header_cache[http10]
+        try:
+            info = cache.get(items)
+        except TypeError:  # unhashable pairs (lists): check them without caching
+            info = _analyse(items, defaults.default_names, http10)
+        else:
+            if info is None:
+                info = _analyse(items, defaults.default_names, http10)
+                if len(cache) >= HEADER_CACHE_SIZE:
+                    cache.clear()
+                cache[items] = info
+        block, length, app_chunked, close_by_app, has_connection, overridden = info
 
         keep_alive = keep_alive and not close_by_app
         if length >= 0 and body_len is not None and body_len != length and not no_body:
@@ -166,7 +196,7 @@ class ResponseFramer:
         default_block = (
             defaults.header_block
             if overridden is None
-            else defaults.header_block_without(overridden)
+            else defaults.header_block_without(set(overridden))
         )
         return status_line(status) + default_block + block + extra + b"\r\n"
 
