@@ -411,3 +411,18 @@ def test_lifespan_startup_failure_exits_3_once(serve: Any, tmp_path: Path) -> No
     log = s.log()
     assert log.count("db unreachable") == 1
     assert log.count("Started worker") == 1
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGHUP, 1012), (signal.SIGTERM, 1001)])
+def test_websocket_close_code_says_restart_or_going_away(serve: Any, sig: int, code: int) -> None:
+    """Open WebSockets are closed with 1012 on a reload and 1001 on a stop."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    s = serve(APP, "--workers", "1", "--timeout-graceful-shutdown", "1")
+    s.wait_ready(1)
+    with connect(f"ws://127.0.0.1:{s.port}/ws", open_timeout=10) as ws:
+        s.signal(sig)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=20)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == code
