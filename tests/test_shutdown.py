@@ -53,6 +53,33 @@ def test_idle_keep_alive_connections_close_at_drain(http_server):
     assert not server.thread.is_alive()
 
 
+def test_fresh_connection_answered_during_drain(http_server):
+    """A connection accepted before the stop but not yet sending still gets its answer."""
+    server = http_server(apps.hello, timeout_graceful_shutdown=30)
+    with RawClient(server.port) as raw:
+        wait_for(lambda: server.connections, message="the connection to be accepted")
+        server.server.request_stop()
+        wait_for(lambda: server.server.state.draining, message="the drain to begin")
+        raw.send(get())
+        response = raw.read_response()
+        assert response.status == 200
+        assert response.header("connection") == "close"
+        assert raw.is_closed()
+
+
+def test_silent_fresh_connection_does_not_hold_the_drain(http_server):
+    """A connection that never sends is closed after a short grace, not the full timeouts."""
+    server = http_server(apps.hello, timeout_graceful_shutdown=30, timeout_request_header=30)
+    with RawClient(server.port) as raw:
+        wait_for(lambda: server.connections, message="the connection to be accepted")
+        started = time.monotonic()
+        server.server.request_stop()
+        assert raw.read_to_eof() == b""
+        server.thread.join(DEADLINE)
+        assert not server.thread.is_alive()
+        assert time.monotonic() - started < 10
+
+
 def test_drain_deadline_answers_503_and_cancels(http_server, caplog):
     """At the drain deadline, a request without a response gets 503 and its task ends."""
     caplog.set_level("INFO", logger="corral.error")

@@ -61,6 +61,10 @@ _ALLOWED: dict[ConnState, frozenset[ConnState]] = {
 }
 
 _ASGI = {"version": "3.0", "spec_version": HTTP_SPEC_VERSION}
+#: How long a connection accepted but still silent when the drain starts may take to send
+#: its first request: bytes already on the way arrive within a round trip, and a second
+#: bounds the drain for clients (browser preconnects) that would send nothing at all.
+DRAIN_GRACE = 1.0
 # Hot-path aliases: identity checks against these avoid Enum attribute and hash lookups.
 _IDLE, _HEAD, _BODY = ConnState.IDLE, ConnState.HEAD, ConnState.BODY
 
@@ -452,8 +456,11 @@ class HTTP1Protocol(asyncio.Protocol):
         if active is None and not self._queue and self._parsing is None:
             if not self._requests and st is ConnState.IDLE:
                 # Fresh: its first request may already be on the wire, and closing now
-                # would reset it. It is answered with Connection: close (the idle timer
-                # still bounds a client that never sends anything).
+                # would reset it. It is answered with Connection: close; a client that
+                # sends nothing is closed after a short grace, not the full head timeout.
+                self._cancel_timer()
+                grace = min(self._head_timeout, DRAIN_GRACE)
+                self._timer = self._loop.call_later(grace, self._on_timeout)
                 return
             self.close_connection()  # idle (or only part of a head): nothing to finish
             return
