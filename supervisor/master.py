@@ -24,14 +24,9 @@ from typing import TYPE_CHECKING, Any
 from corral.errors import CorralError, ExitCode
 from corral.supervisor import memory
 from corral.supervisor.policy import (
-    Abort,
     Action,
     Backoff,
-    Drain,
     ExitKind,
-    Kill,
-    Quit,
-    Retire,
     Spawn,
     StopMode,
     Target,
@@ -46,6 +41,7 @@ from corral.supervisor.pool import (
     WorkerHandle,
     adopted_workers,
     app_title,
+    carry_out,
     describe_exit,
     fork_worker,
     reap,
@@ -55,8 +51,7 @@ from corral.supervisor.pool import (
 )
 from corral.supervisor.signals import SignalInbox
 from corral.supervisor.systemd import MasterNotifier, Notifier
-from corral.worker import channel
-from corral.worker.channel import ChannelError, Kind
+from corral.worker.channel import ChannelError
 
 if TYPE_CHECKING:
     from corral.config import Config
@@ -323,33 +318,8 @@ class Master:
             return
         now = self.clock()
         for message in messages:
-            self._on_message(handle, message, now)
-
-    def _on_message(self, handle: WorkerHandle, message: channel.Message, now: float) -> None:
-        if message.kind is Kind.BEAT:
-            handle.last_beat = now
-            handle.requests = message.number
-        elif message.kind is Kind.READY:
-            if handle.state is not WorkerState.BOOTING:
-                return
-            handle.transition(WorkerState.READY)
-            handle.booted = True
-            handle.last_beat = now
-            self.ever_ready = True
-            logger.info(
-                "Worker %d (pid %d, generation %d) ready",
-                handle.slot,
-                handle.pid,
-                handle.generation,
-            )
-        elif message.kind is Kind.RETIRING:
-            if handle.retire_reason is None and handle.state is WorkerState.READY:
-                handle.retire_reason = message.arg
-                logger.info("%s reached its %s limit, replacing", handle.describe(), message.arg)
-        elif message.kind is Kind.FATAL:
-            handle.fatal_code = message.number
-        elif message.kind is Kind.BOOTING:
-            logger.debug("%s booting", handle.describe())
+            if handle.note(message, now):
+                self.ever_ready = True
 
     def _supervise(self, now: float) -> float | None:
         """Apply the policy until it has nothing more to do; returns the next wake-up."""
@@ -394,38 +364,8 @@ class Master:
             self._spawn(action.slot, action.generation, now)
             return
         handle = self.workers.get(action.pid)
-        if handle is None:
-            return
-        if isinstance(action, Retire):
-            handle.retire_reason = action.reason
-            logger.warning("%s %s, replacing", handle.describe(), action.reason)
-        elif isinstance(action, Drain):
-            logger.info("Draining %s: %s", handle.describe(), action.reason)
-            handle.transition(WorkerState.DRAINING, now + self.limits.drain)
-            if not (action.restart and self._send(handle, channel.drain(restart=True))):
-                send_signal(handle.pid, signal.SIGTERM)
-        elif isinstance(action, Quit):
-            handle.transition(WorkerState.QUITTING, now + self.limits.fast_stop_grace)
-            send_signal(handle.pid, signal.SIGQUIT)
-        elif isinstance(action, Abort):
-            logger.error(
-                "%s %s: sending SIGABRT (its stack dump follows)", handle.describe(), action.reason
-            )
-            handle.transition(WorkerState.ABORTING, now + self.limits.abort_grace)
-            send_signal(handle.pid, signal.SIGABRT)
-        elif isinstance(action, Kill):
-            logger.error("Killing %s: %s", handle.describe(), action.reason)
-            handle.transition(WorkerState.KILLED)
-            send_signal(handle.pid, signal.SIGKILL)
-
-    def _send(self, handle: WorkerHandle, data: bytes) -> bool:
-        if handle.channel is None:
-            return False
-        try:
-            handle.channel.send(data)
-        except OSError:
-            return False
-        return True
+        if handle is not None:
+            carry_out(handle, action, self.limits, now)
 
     def _spawn(self, slot: int, generation: int, now: float) -> None:
         handle = fork_worker(
@@ -539,16 +479,7 @@ def run_master(config: Config, listeners: list[Listener]) -> ExitCode:
     if config.reload:
         from corral.supervisor.reload import Watcher
 
-        watcher = Watcher(
-            config.reload_dirs,
-            config.reload_includes,
-            config.reload_excludes,
-            config.reload_delay,
-        )
-        logger.info(
-            "Will watch for changes in these directories: %s",
-            [str(d) for d in watcher.dirs],
-        )
+        watcher = Watcher.from_config(config)
     for line in banner_lines(listeners):
         logger.info("%s", line)
     logger.info("Started parent process [%d]", os.getpid())

@@ -15,8 +15,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from corral.supervisor.policy import WorkerState, check_transition
-from corral.worker.channel import Decoder, Message
+from corral.supervisor.policy import (
+    Abort,
+    Action,
+    Drain,
+    Kill,
+    Limits,
+    Quit,
+    Retire,
+    WorkerState,
+    check_transition,
+)
+from corral.worker import channel as wire
+from corral.worker.channel import Decoder, Kind, Message
 
 if TYPE_CHECKING:
     from corral.listeners import Listener
@@ -77,6 +88,37 @@ class WorkerHandle:
         if not data:
             return None
         return self.decoder.feed(data)
+
+    def note(self, message: Message, now: float) -> bool:
+        """Apply one channel message; True when it is this worker's READY."""
+        if message.kind is Kind.BEAT:
+            self.last_beat = now
+            self.requests = message.number
+        elif message.kind is Kind.READY and self.state is WorkerState.BOOTING:
+            self.transition(WorkerState.READY)
+            self.booted = True
+            self.last_beat = now
+            logger.info(
+                "Worker %d (pid %d, generation %d) ready", self.slot, self.pid, self.generation
+            )
+            return True
+        elif message.kind is Kind.RETIRING:
+            if self.retire_reason is None and self.state is WorkerState.READY:
+                self.retire_reason = message.arg
+                logger.info("%s reached its %s limit, replacing", self.describe(), message.arg)
+        elif message.kind is Kind.FATAL:
+            self.fatal_code = message.number
+        return False
+
+    def send(self, data: bytes) -> bool:
+        """Send a command on the channel; False if it is closed or broken."""
+        if self.channel is None:
+            return False
+        try:
+            self.channel.send(data)
+        except OSError:
+            return False
+        return True
 
     def describe(self) -> str:
         return f"worker {self.slot} (pid {self.pid})"
@@ -152,6 +194,33 @@ def fork_worker(
         deadline=now + boot_timeout,
         last_beat=now,
     )
+
+
+def carry_out(handle: WorkerHandle, action: Action, limits: Limits, now: float) -> None:
+    """Do what the policy decided to one worker: mark, drain, quit, abort or kill it."""
+    if isinstance(action, Retire):
+        handle.retire_reason = action.reason
+        logger.warning("%s %s, replacing", handle.describe(), action.reason)
+    elif isinstance(action, Drain):
+        logger.info("Draining %s: %s", handle.describe(), action.reason)
+        handle.transition(WorkerState.DRAINING, now + limits.drain)
+        # A restart drain goes over the channel (WebSockets get 1012); a stop, or a
+        # channel already gone, is SIGTERM (1001).
+        if not (action.restart and handle.send(wire.drain(restart=True))):
+            send_signal(handle.pid, signal.SIGTERM)
+    elif isinstance(action, Quit):
+        handle.transition(WorkerState.QUITTING, now + limits.fast_stop_grace)
+        send_signal(handle.pid, signal.SIGQUIT)
+    elif isinstance(action, Abort):
+        logger.error(
+            "%s %s: sending SIGABRT (its stack dump follows)", handle.describe(), action.reason
+        )
+        handle.transition(WorkerState.ABORTING, now + limits.abort_grace)
+        send_signal(handle.pid, signal.SIGABRT)
+    elif isinstance(action, Kill):
+        logger.error("Killing %s: %s", handle.describe(), action.reason)
+        handle.transition(WorkerState.KILLED)
+        send_signal(handle.pid, signal.SIGKILL)
 
 
 def reap() -> Iterator[tuple[int, int]]:

@@ -9,9 +9,16 @@ for source trees; a change triggers the same ready-gated reload as SIGHUP.
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from corral.config import Config
+
+logger = logging.getLogger("corral.error")
 
 #: Directories never worth watching: virtualenvs, VCS data, JS deps, bytecode caches.
 DEFAULT_EXCLUDE_DIRS = frozenset({".venv", "venv", ".git", ".hg", "node_modules", "__pycache__"})
@@ -35,6 +42,17 @@ class Watcher:
         self.excludes = tuple(excludes)
         self.interval = max(MIN_INTERVAL, delay)
         self._mtimes = self._scan()
+
+    @classmethod
+    def from_config(cls, config: Config) -> Watcher:
+        """The watcher for --reload-dir/-include/-exclude/-delay; logs what it watches."""
+        watcher = cls(
+            config.reload_dirs, config.reload_includes, config.reload_excludes, config.reload_delay
+        )
+        logger.info(
+            "Will watch for changes in these directories: %s", [str(d) for d in watcher.dirs]
+        )
+        return watcher
 
     def _excluded_dir(self, name: str) -> bool:
         return name in DEFAULT_EXCLUDE_DIRS or any(
