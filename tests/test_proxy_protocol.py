@@ -513,3 +513,16 @@ def test_server_ipv6_loopback_with_proxy_protocol() -> None:
         data = exchange(running.port(), b"PROXY TCP6 2001:db8::1 ::1 7 80\r\n" + REQUEST,
                         host="::1")  # fmt: skip
     assert report_of(data)["client"] == ["2001:db8::1", 7]
+
+
+def test_server_header_that_never_completes_times_out(caplog: pytest.LogCaptureFixture) -> None:
+    """A client stuck inside its PROXY header is closed after the head timeout, one line."""
+    caplog.set_level(logging.DEBUG, logger="corral")
+    with serve("asyncio", "httptools", proxy_protocol=True,
+               timeout_request_header=0.2) as running:  # fmt: skip
+        with socket.create_connection(("127.0.0.1", running.port()), timeout=DEADLINE) as sock:
+            sock.sendall(b"PROXY TCP4 1.2.3.4")
+            assert sock.recv(100) == b""  # closed by the server, not by us
+        wait_for(lambda: [r for r in caplog.records if "Refused" in r.getMessage()])
+    refused = [r for r in caplog.records if "Refused" in r.getMessage()]
+    assert len(refused) == 1 and "no PROXY header in time" in refused[0].getMessage()

@@ -129,7 +129,10 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def _describe(sock: socket.socket) -> str:
+def _describe(sock: socket.socket, proxied: Proxied | None = None) -> str:
+    """The client for a log line: the one a PROXY header named, else the socket's peer."""
+    if proxied is not None and proxied.client is not None:
+        return f"{proxied.client[0]}:{proxied.client[1]}"
     try:
         peer = sock.getpeername()
     except OSError:
@@ -152,11 +155,13 @@ async def connect_edge(
     debug line; either way the socket is closed.
     """
     proxied: Proxied | None = None
+    phase = "PROXY header"
     try:
         if edge.proxy_protocol:
             header = await asyncio.wait_for(read_proxy_header(loop, conn), edge.handshake_timeout)
             if not header.is_local:
                 proxied = Proxied(header.source)
+        phase = "TLS handshake" if edge.ssl is not None else "Connection setup"
         await loop.connect_accepted_socket(
             (lambda: factory(proxied)) if proxied is not None else factory,
             conn,
@@ -165,13 +170,16 @@ async def connect_edge(
         )
     except ProxyHeaderError as exc:
         log = logger.debug if exc.quiet else logger.warning
-        log("Refused connection from %s: %s", _describe(conn), exc)
+        log("Refused connection from %s: %s", _describe(conn, proxied), exc)
         conn.close()
-    except TimeoutError:  # only the PROXY read has a wait_for; TLS aborts with OSError
-        logger.warning("Refused connection from %s: no PROXY header in time", _describe(conn))
-        conn.close()
-    except (OSError, ssl.SSLError, ConnectionError) as exc:
-        logger.debug("TLS handshake with %s failed: %s", _describe(conn), exc)
+    except OSError as exc:  # includes ssl.SSLError, resets and TimeoutError
+        who = _describe(conn, proxied)
+        if phase == "PROXY header" and isinstance(exc, TimeoutError):
+            logger.warning("Refused connection from %s: no PROXY header in time", who)
+        elif phase == "PROXY header":
+            logger.debug("Connection from %s failed before its PROXY header: %s", who, exc)
+        else:
+            logger.debug("%s with %s failed: %s", phase, who, exc)
         conn.close()
     except asyncio.CancelledError:
         conn.close()
