@@ -22,6 +22,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from corral.errors import CorralError, ExitCode
+from corral.logging import TRACE_LEVEL
 from corral.supervisor import memory
 from corral.supervisor.policy import (
     Action,
@@ -390,6 +391,7 @@ class Master:
             handle = self.workers.get(pid)
             if handle is not None:
                 handle.memory_mib = mib
+                logger.log(TRACE_LEVEL, "%s uses %.1f MiB (USS)", handle.describe(), mib)
 
     def _watch_files(self, now: float) -> None:
         if self.watcher is None or now < self._next_watch:

@@ -426,3 +426,33 @@ def test_websocket_close_code_says_restart_or_going_away(serve: Any, sig: int, c
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=20)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+
+
+def test_memory_limit_counts_unique_memory_not_shared_preload_pages(
+    serve: Any, tmp_path: Path
+) -> None:
+    """Under --preload, pages shared with the master don't count against the limit (USS)."""
+    (tmp_path / "bigapp.py").write_text(
+        "BIG = b'x' * (120 * 1024 * 1024)  # imported once in the master, shared by fork\n"
+        "async def app(scope, receive, send):\n"
+        "    pass\n"
+    )
+    s = serve(
+        "bigapp:app",
+        "--workers",
+        "1",
+        "--preload",
+        "--limit-worker-memory",
+        "60",
+        "--lifespan",
+        "off",
+        "--log-level",
+        "trace",
+        app_dir=tmp_path,
+    )
+    s.wait_ready(1)
+    worker = s.worker_pids().pop()
+    log = s.wait_log(f"(pid {worker}) uses", count=3)
+    assert psutil.Process(worker).memory_info().rss > 100 * 1024 * 1024  # RSS would trip it
+    assert "over memory limit" not in log
+    assert worker in s.worker_pids()
