@@ -458,6 +458,21 @@ def _worker_entry(config: Config, listeners: list[Listener], app: Any) -> Worker
     return entry
 
 
+def _warn_about_threads() -> None:
+    """A preloaded app that started threads makes every fork copy a half-locked process."""
+    import threading
+
+    extra = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    if extra:
+        logger.warning(
+            "The app started %d thread(s) at import (%s); with --preload they are not copied"
+            " into workers, and locks they hold may be copied locked. Start them in the"
+            " lifespan startup instead.",
+            len(extra),
+            ", ".join(extra[:3]),
+        )
+
+
 def run_master(config: Config, listeners: list[Listener]) -> ExitCode:
     """Supervise ``config.workers`` workers on ``listeners`` until stopped."""
     from corral.logging import banner_lines
@@ -477,6 +492,8 @@ def run_master(config: Config, listeners: list[Listener]) -> ExitCode:
             # Re-executed with broken code: the adopted workers keep serving. Should one
             # die, its replacement imports the app itself (app is None), as without preload.
             loaded = False
+        else:
+            _warn_about_threads()
     watcher = None
     if config.reload:
         from corral.supervisor.reload import Watcher

@@ -456,3 +456,16 @@ def test_memory_limit_counts_unique_memory_not_shared_preload_pages(
     assert psutil.Process(worker).memory_info().rss > 100 * 1024 * 1024  # RSS would trip it
     assert "over memory limit" not in log
     assert worker in s.worker_pids()
+
+
+def test_preload_warns_about_threads_started_at_import(serve: Any, tmp_path: Path) -> None:
+    """--preload with an app that starts a thread at import gets a warning before forking."""
+    (tmp_path / "threaded.py").write_text(
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(60,), name='poller', daemon=True).start()\n"
+        "async def app(scope, receive, send):\n"
+        "    pass\n"
+    )
+    s = serve("threaded:app", "--workers", "1", "--preload", "--lifespan", "off", app_dir=tmp_path)
+    s.wait_ready(1)
+    assert "The app started 1 thread(s) at import (poller)" in s.log()
