@@ -4,6 +4,10 @@ The master is single-threaded by design, so the watcher does no waiting of its o
 master calls :meth:`Watcher.check` when ``next_check`` is due and folds that time into its
 select timeout. Polling mtimes of the watched tree every ``--reload-delay`` seconds is cheap
 for source trees; a change triggers the same ready-gated reload as SIGHUP.
+
+watchfiles is deliberately not used even when installed: its native watcher runs a thread,
+and the master must stay single-threaded because it forks (a fork copies only the calling
+thread, with any lock another thread held copied locked).
 """
 
 from __future__ import annotations
