@@ -169,6 +169,7 @@ def fuzz_seed() -> int:
     return int(env) if env else random.SystemRandom().randrange(2**32)
 
 
+@pytest.mark.timeout(3600 if LONG else 120)
 def test_parsers_agree() -> None:
     """Both adapters give identical outcomes on thousands of mutated requests."""
     seed = fuzz_seed()
@@ -186,6 +187,7 @@ def test_parsers_agree() -> None:
         assert fast == pure, f"seed {seed} input #{n}: {data!r}\nhttptools={fast}\nh11={pure}"
 
 
+@pytest.mark.timeout(3600 if LONG else 120)
 @pytest.mark.parametrize("kind", ["httptools", "h11"])
 def test_whole_and_trickled_agree(kind: str) -> None:
     """One parser accepts the same requests whether input arrives whole or byte by byte."""
@@ -301,6 +303,7 @@ async def fuzz_connections(port: int, rng: random.Random, count: int) -> dict[st
     return tally
 
 
+@pytest.mark.timeout(7200 if LONG else 120)
 @pytest.mark.parametrize("stack", STACKS, ids=["-".join(s) for s in STACKS])
 def test_fuzz_server(stack: tuple[str, str], caplog: pytest.LogCaptureFixture) -> None:
     """Mutated requests through the full server: no server 5xx, no traceback, no hang."""
