@@ -526,3 +526,10 @@ def test_server_header_that_never_completes_times_out(caplog: pytest.LogCaptureF
         wait_for(lambda: [r for r in caplog.records if "Refused" in r.getMessage()])
     refused = [r for r in caplog.records if "Refused" in r.getMessage()]
     assert len(refused) == 1 and "no PROXY header in time" in refused[0].getMessage()
+
+
+def test_socket_large_v2_header_read_in_rounds(loop_name: str) -> None:
+    """A v2 header far longer than one peek (TLVs of 5 KiB) is read whole, nothing more."""
+    header = v2(tlvs=tlv(0xE0, b"\x01" * 5000) + tlv(0x04, b"\0" * 100))
+    assert len(header) > 5000
+    assert run_edge(loop_name, header + b"after") == b"client=('1.2.3.4', 1000)\ndata=after"

@@ -23,20 +23,16 @@ from typing import TYPE_CHECKING
 
 from corral.tls import create_ssl_context
 from corral.worker.proxy_headers import TrustedProxies, parse_trusted
-from corral.worker.proxy_protocol import (
-    V1_MAX_LENGTH,
-    V2_MAX_PAYLOAD,
-    Invalid,
-    Parsed,
-    parse,
-)
+from corral.worker.proxy_protocol import Invalid, Parsed, parse
 
 if TYPE_CHECKING:
     from corral.config import Config
 
 logger = logging.getLogger("corral.error")
 
-_PEEK_LIMIT = max(V1_MAX_LENGTH, 16 + V2_MAX_PAYLOAD)
+#: Bytes looked at per peek: every v1 header and a v2 header with a few TLVs fit at once;
+#: a longer v2 header (up to V2_MAX_PAYLOAD) just takes more rounds.
+_PEEK_SIZE = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +89,7 @@ async def read_proxy_header(loop: asyncio.AbstractEventLoop, sock: socket.socket
     buffer = bytearray()
     while True:
         try:
-            peeked = sock.recv(_PEEK_LIMIT - len(buffer), socket.MSG_PEEK)
+            peeked = sock.recv(_PEEK_SIZE, socket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):
             peeked = b""
         if peeked:
