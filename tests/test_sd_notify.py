@@ -491,3 +491,32 @@ def test_corral_without_notify_socket_runs_as_usual(tmp_path: Path) -> None:
     finally:
         web.close()
         stop(proc, log)
+
+
+def test_preload_reload_reexec_keeps_notifying(
+    notify_socket: FakeNotifySocket, tmp_path: Path
+) -> None:
+    """With --preload the master re-executes itself on SIGHUP (same pid): systemd hears
+    RELOADING=1 before the exec and READY=1 and watchdog pings from the new image."""
+    proc, log, address = start_corral(
+        tmp_path, notify_socket, "--workers", "2", "--preload", WATCHDOG_USEC="400000"
+    )
+    try:
+        notify_socket.wait_for(lambda m: "READY" in lifecycle(m), "READY=1")
+        proc.send_signal(signal.SIGHUP)
+        messages = notify_socket.wait_for(
+            lambda m: lifecycle(m) == ["READY", "RELOADING", "READY"], "the re-exec reload"
+        )
+        assert "Re-executing the master" in log.text()
+        assert "MONOTONIC_USEC" in next(m for m in messages if "RELOADING" in m)
+        assert http_get(address)[0] == 200
+        count = len(messages)
+        notify_socket.wait_for(
+            lambda m: sum("WATCHDOG" in x for x in m[count:]) >= 2, "pings from the new image"
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == 0  # the same process systemd started
+        notify_socket.drain()
+        assert lifecycle(notify_socket.messages) == ["READY", "RELOADING", "READY", "STOPPING"]
+    finally:
+        stop(proc, log)
