@@ -542,5 +542,6 @@ def test_handshake_in_progress_at_stop_is_served(
             response = b""
             while chunk := tls.recv(65536):
                 response += chunk
-    assert response.startswith(b"HTTP/1.1 200")
-    assert b"connection: close" in response.lower()
+    # Served in full, then closed (the loop above read to EOF). Whether the head says
+    # Connection: close depends on whether the drain began before the app answered.
+    assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"}")
