@@ -9,6 +9,7 @@ import logging
 import socket
 import struct
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -533,3 +534,19 @@ def test_socket_large_v2_header_read_in_rounds(loop_name: str) -> None:
     header = v2(tlvs=tlv(0xE0, b"\x01" * 5000) + tlv(0x04, b"\0" * 100))
     assert len(header) > 5000
     assert run_edge(loop_name, header + b"after") == b"client=('1.2.3.4', 1000)\ndata=after"
+
+
+def test_server_proxy_protocol_over_unix_socket(tmp_path: Path) -> None:
+    """A proxy on the same host can send PROXY headers over --uds too."""
+    path = str(tmp_path / "pp.sock")
+    with (
+        serve("uvloop", "httptools", port=None, uds=path, proxy_protocol=True),
+        socket.socket(socket.AF_UNIX) as sock,
+    ):
+        sock.settimeout(DEADLINE)
+        sock.connect(path)
+        sock.sendall(b"PROXY TCP4 192.0.2.33 10.0.0.1 3333 80\r\n" + REQUEST)
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    assert report_of(response)["client"] == ["192.0.2.33", 3333]
