@@ -248,6 +248,31 @@ def test_from_environ_removes_the_variables(notify_socket: FakeNotifySocket) -> 
     notifier.close()
 
 
+def test_module_helpers_share_the_process_notifier(notify_socket: FakeNotifySocket) -> None:
+    """notify_ready() and friends speak through the one notifier made from os.environ."""
+    code = (
+        "import os\n"
+        "from corral.supervisor import systemd as sd\n"
+        "made = sd.Notifier.from_environ()\n"
+        "assert sd.notifier() is made and 'NOTIFY_SOCKET' not in os.environ\n"
+        "sd.notify_ready('up')\n"
+        "sd.status('still up')\n"
+        "sd.extend_timeout(1000)\n"
+        "sd.notify_reloading()\n"
+        "sd.notify_stopping()\n"
+    )
+    env = dict(os.environ, NOTIFY_SOCKET=notify_socket.sock.getsockname())
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=DEADLINE)
+    messages = notify_socket.wait_for(lambda m: len(m) == 5, "five datagrams")
+    assert messages[:3] == [
+        {"READY": "1", "STATUS": "up"},
+        {"STATUS": "still up"},
+        {"EXTEND_TIMEOUT_USEC": "1000"},
+    ]
+    assert messages[3].keys() == {"RELOADING", "MONOTONIC_USEC"}
+    assert messages[4] == {"STOPPING": "1"}
+
+
 # --- real datagrams ---------------------------------------------------------------------------
 def test_datagrams_reach_a_path_socket(notify_socket: FakeNotifySocket) -> None:
     """Assignments sent together arrive as one datagram at a filesystem socket."""
@@ -308,14 +333,14 @@ def test_fake_socket_closes_passed_descriptors(notify_socket: FakeNotifySocket) 
 # shortened so a one-second boot shows it repeated.
 MASTER = r"""
 import os, select, signal, sys, time
-import corral.supervisor.systemd as systemd
+import corral.supervisor.sdnotify as sdnotify
 from corral.config import Config
 from corral.logging import configure_logging
 from corral.supervisor.master import Master
 from corral.supervisor.systemd import MasterNotifier, Notifier
 from corral.worker import channel
 
-systemd.EXTEND_RESEND = 0.2
+sdnotify.EXTEND_RESEND = 0.2
 BOOT, DRAIN = float(sys.argv[2]), float(sys.argv[3])
 
 def worker(sock, slot, generation):
