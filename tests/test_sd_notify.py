@@ -545,3 +545,75 @@ def test_preload_reload_reexec_keeps_notifying(
         assert lifecycle(notify_socket.messages) == ["READY", "RELOADING", "READY", "STOPPING"]
     finally:
         stop(proc, log)
+
+
+def test_status_counts_recent_restarts(notify_socket: FakeNotifySocket, tmp_path: Path) -> None:
+    """A worker killed with SIGKILL shows up in STATUS= as a recent restart, and READY=1 is
+    not repeated when its replacement comes up."""
+    import psutil
+
+    proc, log, address = start_corral(tmp_path, notify_socket, "--workers", "2")
+    try:
+        notify_socket.wait_for(lambda m: "READY" in lifecycle(m), "READY=1")
+        victim = psutil.Process(proc.pid).children()[0]
+        victim.kill()
+        notify_socket.wait_for(
+            lambda m: any(
+                x.get("STATUS") == "2/2 workers ready, generation 1, 1 recent restart" for x in m
+            ),
+            "the restart in STATUS",
+        )
+        assert any(
+            x.get("STATUS", "").startswith("1/2 workers ready") for x in notify_socket.messages
+        )
+        assert http_get(address)[0] == 200
+        assert lifecycle(notify_socket.messages) == ["READY"]
+    finally:
+        stop(proc, log)
+
+
+BREAKABLE = """
+import os
+
+if os.path.exists(os.environ["BREAK_MARKER"]):
+    raise RuntimeError("this deploy is broken")
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+"""
+
+
+def test_failed_reload_still_ends_with_ready(
+    notify_socket: FakeNotifySocket, tmp_path: Path
+) -> None:
+    """A reload whose new code fails to import ends with READY=1 (the old workers serve on),
+    so systemd never waits out its timeout; STATUS says which generation is serving."""
+    (tmp_path / "breakable.py").write_text(BREAKABLE)
+    marker = tmp_path / "broken"
+    web = tcp_listener()
+    env = dict(os.environ, NOTIFY_SOCKET=notify_socket.sock.getsockname(), BREAK_MARKER=str(marker))
+    log = LogFile(tmp_path / "corral.log")
+    argv = corral_argv("breakable:app", "--app-dir", str(tmp_path), "--workers", "2")
+    proc = launch_activated(argv, [web], env=env, stderr=log.handle)
+    address = web.getsockname()
+    web.close()
+    try:
+        notify_socket.wait_for(lambda m: "READY" in lifecycle(m), "READY=1")
+        marker.write_text("")
+        proc.send_signal(signal.SIGHUP)
+        messages = notify_socket.wait_for(
+            lambda m: lifecycle(m) == ["READY", "RELOADING", "READY"], "the failed reload"
+        )
+        assert "keeps serving" in log.text()
+        last_ready = [m for m in messages if "READY" in m][-1]
+        assert last_ready["STATUS"].startswith("2/2 workers ready, generation 1")
+        status, _, body = http_get(address)
+        assert (status, body) == (200, "ok")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == 0
+    finally:
+        stop(proc, log)
