@@ -59,6 +59,7 @@ _WAITING, _STARTED, _STREAMING = (
     ResponseState.STREAMING,
 )
 _DISCARDING, _COMPLETE = ResponseState.DISCARDING, ResponseState.COMPLETE
+_CHUNKED = BodyMode.CHUNKED
 
 
 class ASGIProtocolError(RuntimeError):
@@ -196,7 +197,15 @@ class RequestCycle:
         resp = self.resp
         if kind == "http.response.body":
             if resp is _STREAMING:
-                self._more_body(message)
+                framer = self.framer
+                if framer is not None and framer.mode is _CHUNKED and message.get("more_body"):
+                    # The streaming hot path, framed inline (ResponseFramer.frame does the
+                    # same; every other case goes through it).
+                    body = message.get("body", b"")
+                    if body:
+                        self.conn.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+                else:
+                    self._more_body(message)
             elif resp is _STARTED:
                 self._first_body(message)
             elif resp is _DISCARDING:
