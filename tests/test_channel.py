@@ -7,6 +7,7 @@ from corral.worker import channel
 from corral.worker.channel import ChannelError, Decoder, Kind, Message
 
 
+@pytest.mark.smoke
 def test_round_trip_every_message() -> None:
     """Every message decodes back to what was encoded."""
     wire = (

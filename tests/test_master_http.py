@@ -63,6 +63,7 @@ def serve(tmp_path: Path) -> Iterator[Any]:
 APP = "tests.master_apps:app"
 
 
+@pytest.mark.smoke
 def test_three_workers_serve_with_titles(serve: Any) -> None:
     """Three workers come up with their process titles and all answer requests."""
     s = serve(APP, "--workers", "3")
@@ -134,6 +135,7 @@ def test_memory_limit_replaces_worker_while_serving(serve: Any) -> None:
     assert hammer.failures == [] and hammer.ok > 0
 
 
+@pytest.mark.smoke
 def test_hup_under_load_replaces_every_worker_without_failures(serve: Any) -> None:
     """HUP while four clients hammer on fresh connections: all replaced, zero failures."""
     s = serve(APP, "--workers", "2")
@@ -177,6 +179,7 @@ def test_hup_with_broken_code_keeps_serving_then_fixed_hup_succeeds(
     assert hammer.bodies <= {"version=1", "version=3"}
 
 
+@pytest.mark.smoke
 def test_preload_hup_serves_changed_code_with_same_master_pid(serve: Any, tmp_path: Path) -> None:
     """With --preload, HUP re-executes the master in place and serves the new code."""
     write_app(tmp_path / "versioned.py", "1")

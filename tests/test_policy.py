@@ -116,6 +116,7 @@ def test_drain_deadline_kills() -> None:
     assert d.actions == [Kill(9, "still running at its drain deadline")]
 
 
+@pytest.mark.smoke
 def test_rolling_reload_drains_old_only_as_new_become_ready() -> None:
     """A reload never lets READY capacity drop below N."""
     target = Target(workers=2, generation=2, reload_from=1)
