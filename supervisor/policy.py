@@ -140,6 +140,9 @@ class Limits:
     boot: float = 60.0
     #: graceful-shutdown + lifespan-shutdown timeouts + DRAIN_MARGIN
     drain: float = 45.0
+    #: When a drain's graceful part is over (graceful timeout + shutdown delay + 1 s): a
+    #: worker still over the memory limit then is killed rather than left to shut down.
+    graceful: float = 31.0
     memory_mib: float | None = None
     abort_grace: float = ABORT_GRACE
     fast_stop_grace: float = FAST_STOP_GRACE
@@ -172,6 +175,7 @@ def limits_from(config: Config) -> Limits:
         healthcheck=config.timeout_worker_healthcheck,
         boot=config.timeout_worker_boot,
         drain=drain,
+        graceful=config.timeout_graceful_shutdown + config.timeout_shutdown_delay + 1.0,
         memory_mib=None
         if config.limit_worker_memory is None
         else float(config.limit_worker_memory),
@@ -266,7 +270,7 @@ def decide(
     if target.stop is not StopMode.NONE:
         _stopping(workers, target, decision)
         return decision
-    _memory(workers, limits, decision)
+    _memory(workers, limits, now, decision)
     _spawns(workers, target, backoff, now, decision)
     _surplus(workers, target, decision)
     return decision
@@ -315,7 +319,7 @@ def _stopping(workers: Sequence[WorkerView], target: Target, decision: Decision)
             decision.actions.append(Drain(w.pid, "shutdown", restart=False))
 
 
-def _memory(workers: Iterable[WorkerView], limits: Limits, decision: Decision) -> None:
+def _memory(workers: Iterable[WorkerView], limits: Limits, now: float, decision: Decision) -> None:
     if limits.memory_mib is None:
         return
     busy = _acted_on(decision)
@@ -337,6 +341,14 @@ def _memory(workers: Iterable[WorkerView], limits: Limits, decision: Decision) -
             and w.retire_reason is None
         ):
             decision.actions.append(Retire(w.pid, f"over memory limit: {figures}"))
+        elif w.memory_mib > limits.memory_mib and w.state is WorkerState.DRAINING:
+            graceful_end = w.deadline - limits.drain + limits.graceful
+            if now >= graceful_end:
+                decision.actions.append(
+                    Kill(w.pid, f"still over the memory limit after its graceful drain: {figures}")
+                )
+            else:
+                decision.due(graceful_end)
 
 
 def _spawns(

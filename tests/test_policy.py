@@ -168,6 +168,20 @@ def test_memory_far_over_limit_kills() -> None:
     assert "151 MiB > 100 MiB" in d.actions[0].reason  # type: ignore[union-attr]
 
 
+def test_memory_still_over_limit_when_graceful_drain_ends_kills() -> None:
+    """A draining worker still over the limit when its graceful part ends is killed."""
+    limits = Limits(healthcheck=10.0, boot=30.0, drain=40.0, graceful=31.0, memory_mib=100.0)
+    w = FakeWorker(pid=9, slot=1, state=D, deadline=140.0, memory_mib=120.0)  # drain from 100
+    workers = [w, *pool(1, generation=2)]
+    workers[1].last_beat = 130.0
+    d = decide(workers, Target(1, 2), limits, Backoff(), now=130.0)
+    assert d.actions == [] and d.next_deadline == 131.0
+    d = decide(workers, Target(1, 2), limits, Backoff(), now=131.0)
+    assert kinds(d.actions) == ["Kill"]
+    w.memory_mib = 90.0  # back under the limit: it may finish its lifespan shutdown
+    assert decide(workers, Target(1, 2), limits, Backoff(), now=131.0).actions == []
+
+
 def test_ttin_spawns_and_ttou_drains_highest_slot() -> None:
     """TTIN adds a slot; TTOU drains the highest slot, never below the target."""
     d = decide(pool(2), Target(3, 1), LIMITS, Backoff(), now=100.0)
