@@ -64,9 +64,10 @@ APP = "tests.master_apps:app"
 
 
 @pytest.mark.smoke
-def test_three_workers_serve_with_titles(serve: Any) -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_three_workers_serve_with_titles(serve: Any, loop: str) -> None:
     """Three workers come up with their process titles and all answer requests."""
-    s = serve(APP, "--workers", "3")
+    s = serve(APP, "--workers", "3", "--loop", loop)
     s.wait_ready(3)
     log = s.log()
     assert f"Started parent process [{s.pid}]" in log

@@ -61,20 +61,6 @@ class Link:
             self.open = False  # the master is gone; EOF handling stops the worker
 
 
-def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
-    """uvloop for "uvloop" (and "auto" when installed), the stdlib loop otherwise."""
-    if kind in ("auto", "uvloop"):
-        try:
-            import uvloop
-        except ImportError:
-            if kind == "uvloop":
-                raise
-        else:
-            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-            return loop
-    return asyncio.new_event_loop()
-
-
 def _max_requests(config: Config) -> int | None:
     if config.limit_max_requests is None:
         return None
@@ -104,7 +90,9 @@ def run_worker(
             logger.error("%s", exc)
             link.send(channel.fatal(int(exc.exit_code)))
             return exc.exit_code
-    loop = new_event_loop(config.loop)
+    from corral.worker.process import loop_factory
+
+    loop = loop_factory(config)()
     asyncio.set_event_loop(loop)
     try:
         code = loop.run_until_complete(_serve(config, listeners, link, app))
