@@ -18,7 +18,8 @@ The rules in one place:
 - A READY worker silent for the health-check timeout, or a BOOTING one past its boot
   deadline, gets SIGABRT (stack dump); one still alive after a short grace gets SIGKILL,
   as does a draining worker past its drain deadline.
-- Memory over the limit marks a worker for retirement; over 1.5x the limit kills it.
+- Memory over the limit marks a worker for retirement; over 1.5x the limit, or still over
+  it when the graceful part of its drain ends, kills it.
 - An unexpected exit is judged by :func:`judge_exit`: a boot failure before any worker
   was ever READY halts the master (exit 3); one during a reload abandons the reload;
   quick repeated crashes back off exponentially.
