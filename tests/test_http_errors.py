@@ -145,3 +145,15 @@ def test_health_path(http_server):
     assert response.status_code == 200
     assert response.text == "OK"
     assert httpx.get(server.url("/other")).status_code == 500
+
+
+def test_error_answer_survives_client_still_sending(http_server):
+    """After a 400 the server half-closes and drains input, so the answer isn't reset away."""
+    server = http_server(apps.hello)
+    with RawClient(server.port) as raw:
+        raw.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n")
+        raw.send(b"y" * (4 * 1024 * 1024))  # would fail with a reset if nobody read it
+        response = raw.read_response()
+        assert response.status == 400
+        assert response.header("connection") == "close"
+        assert raw.is_closed()

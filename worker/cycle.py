@@ -73,7 +73,9 @@ class CycleOwner(Protocol):
     flow: FlowControl
     state: ServerState
     client: tuple[str, int] | None
-    client_text: str
+
+    @property
+    def client_text(self) -> str: ...
 
     def response_complete(self, cycle: RequestCycle) -> None: ...
 

@@ -65,6 +65,9 @@ _ASGI = {"version": "3.0", "spec_version": HTTP_SPEC_VERSION}
 #: its first request: bytes already on the way arrive within a round trip, and a second
 #: bounds the drain for clients (browser preconnects) that would send nothing at all.
 DRAIN_GRACE = 1.0
+#: How long a connection closed on an error keeps draining the client's input (see
+#: close_connection): long enough for the answer to be read, short enough to bound the cost.
+LINGER = 2.0
 # Hot-path aliases: identity checks against these avoid Enum attribute and hash lookups.
 _IDLE, _HEAD, _BODY = ConnState.IDLE, ConnState.HEAD, ConnState.BODY
 
@@ -124,7 +127,12 @@ class HTTP1Protocol(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
         self.scheme = "http"
-        self.client_text = ""
+
+    @property
+    def client_text(self) -> str:
+        """``host:port`` of the client for log lines (built only when something logs)."""
+        client = self.client
+        return f"{client[0]}:{client[1]}" if client else ""
 
     # --- state ------------------------------------------------------------------------
     def _to(self, new: ConnState) -> None:
@@ -143,15 +151,13 @@ class HTTP1Protocol(asyncio.Protocol):
         self.flow = FlowControl(transport)
         self.parser: RequestParser = make_parser(self._parser_kind, self, self._limits)
         peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            self.client = (str(peer[0]), int(peer[1]))
-            self.client_text = f"{peer[0]}:{peer[1]}"
+        if type(peer) is tuple:  # (host, port), or (host, port, flow, scope) for IPv6
+            self.client = peer[:2]
         if self._proxied is not None:
-            self.client = client = self._proxied.client
-            self.client_text = f"{client[0]}:{client[1]}" if client else ""
+            self.client = self._proxied.client
         sock = transport.get_extra_info("sockname")
-        if isinstance(sock, tuple) and len(sock) >= 2:
-            self.server = (str(sock[0]), int(sock[1]))
+        if type(sock) is tuple:
+            self.server = sock[:2]
         elif isinstance(sock, str) and sock:
             self.server = (sock, None)
         ssl_object = transport.get_extra_info("ssl_object")
@@ -335,7 +341,7 @@ class HTTP1Protocol(asyncio.Protocol):
         if self._st is ConnState.CLOSED:
             return
         if not cycle.keep_alive or self._draining:
-            self.close_connection()
+            self.close_connection(linger=self._parsing is not None)
             return
         if self._parsing is cycle:  # answered before its body fully arrived
             if cycle.expect_continue:  # 100 never sent: the body may or may not come
@@ -433,11 +439,17 @@ class HTTP1Protocol(asyncio.Protocol):
         self._pending_error = None
         if self._st is not ConnState.CLOSED:
             self.transport.write(simple_response(status, self.state))
-            self.close_connection()
+            self.close_connection(linger=True)
 
     # --- closing, draining, hand-off ------------------------------------------------------------
-    def close_connection(self) -> None:
-        """Close after the bytes already written; cycles see a disconnect from now on."""
+    def close_connection(self, linger: bool = False) -> None:
+        """Close after the bytes already written; cycles see a disconnect from now on.
+
+        ``linger`` is for a client that may still be sending (an error answer, a body cut
+        short): closing a socket with unread input makes the kernel send a reset, which can
+        destroy the answer before the client reads it. So corral half-closes, drops what
+        still arrives, and closes when the client does or after :data:`LINGER` seconds.
+        """
         if self._st is ConnState.CLOSED:
             return
         self._st = ConnState.CLOSED
@@ -445,7 +457,13 @@ class HTTP1Protocol(asyncio.Protocol):
         for cycle in (self._active, self._parsing):
             if cycle is not None:
                 cycle.on_disconnect()
-        self.transport.close()
+        transport = self.transport
+        if linger and not transport.is_closing() and transport.can_write_eof():
+            transport.write_eof()
+            self.flow.resume_reading(PAUSE_BODY | PAUSE_PIPELINE)
+            self._timer = self._loop.call_later(LINGER, transport.close)
+        else:
+            transport.close()
 
     def start_drain(self) -> None:
         self._draining = True
@@ -475,12 +493,12 @@ class HTTP1Protocol(asyncio.Protocol):
                 self._to(ConnState.FINISHED)
 
     def shutdown_now(self, reason: ShutdownReason) -> None:
-        if self._st is ConnState.CLOSED:
-            return
-        active = self._active
-        if active is not None and not active.head_written:
-            active.fail(503)
-        self.close_connection()
+        if self._st is not ConnState.CLOSED:
+            active = self._active
+            if active is not None and not active.head_written:
+                active.fail(503)
+            self.close_connection()
+        self.transport.close()  # also ends a lingering close at once
 
     def _try_handoff(self) -> None:
         """Give the connection to the WebSocket protocol once earlier responses are out."""
