@@ -640,3 +640,16 @@ def test_ws_none_serves_upgrades_as_http(serve: Callable[..., Harness]) -> None:
     finally:
         client.close()
     assert status == 200
+
+
+def test_message_before_protocol_error_is_answered_first(serve: Callable[..., Harness]) -> None:
+    """A valid message arriving together with a broken frame is echoed before the 1002 close."""
+    server = serve(Recorder())
+    client = RawClient(server.port)
+    try:
+        assert client.request(handshake_bytes("/echo"))[0] == 101
+        client.sock.sendall(frame(0x1, b"hello") + frame(0x7, b"reserved opcode"))
+        assert client.read_frame() == (0x1, b"hello")
+        assert client.read_close() == 1002
+    finally:
+        client.close()

@@ -111,6 +111,7 @@ class WebSocketConnection(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.draining = False
         self._shut_down = False  # shutdown_now() was called
+        self._failing = False  # the protocol failed; its close frame goes out next tick
         self._loop = asyncio.get_running_loop()
         self._template = template
         self._assembler = MessageAssembler()
@@ -231,6 +232,18 @@ class WebSocketConnection(asyncio.Protocol):
         if events:
             self._handle(events)
         if ws.writes:
+            if self._inbox and ws.eof_sent and ws.close_rcvd is None and self._plain:
+                # The peer broke the protocol right behind messages the app has not taken
+                # yet: let the app take (and answer) them first; the failure goes out next.
+                if not self._failing:
+                    self._failing = True
+                    self._loop.call_soon(self._flush_failure)
+            else:
+                self._flush()
+
+    def _flush_failure(self) -> None:
+        self._failing = False
+        if not self._lost:
             self._flush()
 
     def eof_received(self) -> bool | None:
@@ -431,6 +444,8 @@ class WebSocketConnection(asyncio.Protocol):
         self._arm_close_timer()
 
     def _start_close(self, code: int, reason: str) -> None:
+        if self._failing:
+            return  # the protocol's own close is about to go out
         try:
             self.ws.send_close(code, reason)
         except ProtocolError as exc:
