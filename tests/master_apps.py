@@ -124,7 +124,8 @@ def main(argv: list[str]) -> int:
     """
     from corral.config import Config
     from corral.logging import configure_logging
-    from corral.supervisor.master import Master, adopted_workers
+    from corral.supervisor.master import Master
+    from corral.supervisor.pool import adopted_workers
 
     mode, workers, *settings = argv
     values: dict[str, Any] = {}

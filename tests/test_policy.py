@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import pytest
@@ -54,7 +55,7 @@ def pool(n: int, generation: int = 1, state: WorkerState = R) -> list[FakeWorker
     ]
 
 
-def kinds(actions: list[object]) -> list[str]:
+def kinds(actions: Sequence[object]) -> list[str]:
     return [type(a).__name__ for a in actions]
 
 
@@ -275,7 +276,7 @@ def test_invalid_transition_raises() -> None:
 # --- simulated rolling replacement: capacity never dips ---------------------------------
 
 
-def _apply(workers: list[FakeWorker], actions: list[object], next_pid: list[int]) -> None:
+def _apply(workers: list[FakeWorker], actions: Sequence[object], next_pid: list[int]) -> None:
     by_pid = {w.pid: w for w in workers}
     for action in actions:
         if isinstance(action, Spawn):
