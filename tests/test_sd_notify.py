@@ -17,12 +17,16 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from corral.supervisor.master import MasterState
+from corral.supervisor.policy import Target, WorkerState
 from corral.supervisor.systemd import (
     EXTEND_MARGIN,
     EXTEND_RESEND,
     DatagramTransport,
+    MasterNotifier,
     Notifier,
     NotifyState,
     NotifyTransitionError,
@@ -219,6 +223,81 @@ def test_extension_follows_progress_and_stops_at_the_deadline() -> None:
     assert notifier.extend_until(300.0) is False  # READY: it would extend RuntimeMaxSec
 
 
+class FakeMaster:
+    """What MasterNotifier reads of a master: state, workers, target and clock."""
+
+    def __init__(self, clock: FakeClock, workers: int = 2) -> None:
+        self.state = MasterState.STARTING
+        self.workers: dict[int, SimpleNamespace] = {}
+        self.target = Target(workers=workers, generation=1)
+        self.clock = clock
+
+    def add(
+        self, pid: int, slot: int, generation: int, state: WorkerState, deadline: float
+    ) -> None:
+        self.workers[pid] = SimpleNamespace(
+            pid=pid, slot=slot, generation=generation, state=state, deadline=deadline
+        )
+        self.workers[pid].retire_reason = None
+
+
+def test_master_notifier_waits_for_the_whole_first_generation() -> None:
+    """No READY=1 while one of two workers boots (extensions instead); READY=1 with both."""
+    clock = FakeClock()
+    master = FakeMaster(clock)
+    hook = MasterNotifier(recording(clock))
+    master.add(11, 1, 1, WorkerState.READY, 0.0)
+    master.add(12, 2, 1, WorkerState.BOOTING, 160.0)
+    hook.update(master)  # type: ignore[arg-type]
+    master.state = MasterState.RUNNING  # a master bug or a race must not make READY early
+    hook.update(master)  # type: ignore[arg-type]
+    assert sent(hook.notifier) == [
+        "STATUS=1/2 workers ready, generation 1, 0 recent restarts",
+        f"EXTEND_TIMEOUT_USEC={int((60.0 + EXTEND_MARGIN) * 1e6)}",
+    ]
+    master.workers[12].state = WorkerState.READY
+    hook.update(master)  # type: ignore[arg-type]
+    assert sent(hook.notifier)[-1] == (
+        "READY=1\nSTATUS=2/2 workers ready, generation 1, 0 recent restarts"
+    )
+
+
+def test_master_notifier_reload_stop_and_restarts() -> None:
+    """RELOADING=1 on a reload, READY=1 when it ends, restarts counted for ten minutes,
+    STOPPING=1 with the drain deadline extended."""
+    clock = FakeClock()
+    master = FakeMaster(clock, workers=1)
+    hook = MasterNotifier(recording(clock))
+    master.add(11, 1, 1, WorkerState.READY, 0.0)
+    master.state = MasterState.RUNNING
+    hook.update(master)  # type: ignore[arg-type]
+    master.state = MasterState.RELOADING
+    master.target = Target(workers=1, generation=2, reload_from=1)
+    hook.on_event("reloading", master)  # type: ignore[arg-type]
+    hook.on_event("worker-failed", master)  # type: ignore[arg-type]
+    master.add(21, 1, 2, WorkerState.READY, 0.0)
+    del master.workers[11]  # drained and reaped
+    master.state = MasterState.RUNNING
+    master.target = Target(workers=1, generation=2)
+    hook.update(master)  # type: ignore[arg-type]
+    clock.now += MasterNotifier.RESTART_WINDOW + 1
+    hook.update(master)  # type: ignore[arg-type]
+    master.state = MasterState.STOPPING
+    master.workers[21].state = WorkerState.DRAINING
+    master.workers[21].deadline = clock.now + 45.0
+    hook.on_event("stopping", master)  # type: ignore[arg-type]
+    assert sent(hook.notifier) == [
+        "READY=1\nSTATUS=1/1 workers ready, generation 1, 0 recent restarts",
+        "RELOADING=1\nMONOTONIC_USEC=4242\nSTATUS=Reloading: 0/1 workers ready,"
+        " generation 2, 0 recent restarts",
+        "STATUS=Reloading: 0/1 workers ready, generation 2, 1 recent restart",
+        "READY=1\nSTATUS=1/1 workers ready, generation 2, 1 recent restart",
+        "STATUS=1/1 workers ready, generation 2, 0 recent restarts",
+        "STOPPING=1\nSTATUS=Stopping: 1 worker still running",
+        f"EXTEND_TIMEOUT_USEC={int((45.0 + EXTEND_MARGIN) * 1e6)}",
+    ]
+
+
 def test_without_notify_socket_nothing_is_sent_but_state_moves() -> None:
     """No NOTIFY_SOCKET: every call is a no-op for systemd, the state machine still runs."""
     env = {"WATCHDOG_USEC": "1000000"}
@@ -398,6 +477,7 @@ def test_master_notify_sequence(notify_socket: FakeNotifySocket, tmp_path: Path)
         # READY only once both workers of the first generation were ready.
         assert messages[first_ready]["STATUS"].startswith("2/2 workers ready, generation 1")
         assert any(m.get("STATUS", "").startswith("0/2") for m in boot)
+        assert any(m.get("STATUS", "").startswith("1/2") for m in boot)
 
         before = monotonic_usec()
         proc.send_signal(signal.SIGHUP)
