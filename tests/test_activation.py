@@ -491,8 +491,7 @@ def stop(proc: subprocess.Popen[str], log: LogFile | None = None) -> None:
 def test_corral_serves_every_passed_socket(
     tmp_path: Path, closing: list[socket.socket], workers: int | None
 ) -> None:
-    """corral adopts a named TCP and UNIX socket instead of binding, says so, serves both,
-    and its app sees neither the activation variables nor any inheritable descriptor."""
+    """corral serves every passed socket, logs it, and leaks no variable or fd to the app."""
     web = tcp_listener()
     local = unix_listener(tmp_path / "local.sock")
     closing += [web, local]
@@ -524,8 +523,7 @@ def test_corral_serves_every_passed_socket(
 def test_zero_failed_requests_during_sighup_while_activated(
     tmp_path: Path, closing: list[socket.socket]
 ) -> None:
-    """Four clients on fresh connections through both passed sockets see no failure while
-    SIGHUP replaces every worker."""
+    """Fresh-connection clients on both passed sockets see zero failures across SIGHUP."""
     web = tcp_listener()
     local = unix_listener(tmp_path / "local.sock")
     closing += [web, local]

@@ -279,8 +279,7 @@ async def app(scope, receive, send):
 def test_corral_binds_as_root_then_serves_as_nobody(
     world_readable_dir: Path, workers: int | None
 ) -> None:
-    """corral --user nobody --pid: the pidfile names the (master) process, the app runs
-    as nobody in every process, and the pidfile is gone after SIGTERM."""
+    """--user nobody --pid: the app runs as nobody everywhere; the pidfile comes and goes."""
     from tests.test_activation import LogFile, http_get, stop, wait_for
 
     (world_readable_dir / "whoami.py").write_text(WHOAMI)

@@ -131,8 +131,7 @@ class Slow(threading.Thread):
 def test_master_as_pid1_reaps_orphans_and_drains_on_sigterm(
     tmp_path: Path, served: list[Served]
 ) -> None:
-    """As PID 1 the master reaps orphans re-parented to it, then on SIGTERM lets an in-flight
-    request finish with 200 and exits 0 with every worker gone."""
+    """As PID 1 the master reaps orphans and drains an in-flight request on SIGTERM, exit 0."""
     corral = Served(tmp_path, "--workers", "2", pid_namespace=True)
     served.append(corral)
     corral.log.wait("ready", count=2)
@@ -163,8 +162,7 @@ def test_master_as_pid1_reaps_orphans_and_drains_on_sigterm(
 
 @needs_pid_namespace
 def test_single_process_as_pid1_warns_about_orphans(tmp_path: Path, served: list[Served]) -> None:
-    """Single-process mode as PID 1 warns that orphans aren't reaped, suggests --workers 1,
-    and still stops cleanly on SIGTERM."""
+    """Single-process PID 1 warns orphans aren't reaped, suggests --workers 1, stops cleanly."""
     corral = Served(tmp_path, pid_namespace=True)
     served.append(corral)
     text = corral.log.wait("Application startup complete.")
@@ -191,8 +189,7 @@ def test_no_pid1_warning_outside_a_container(tmp_path: Path, served: list[Served
 def test_shutdown_delay_keeps_serving_and_flips_health(
     tmp_path: Path, served: list[Served], workers: int | None
 ) -> None:
-    """--health-path answers 200 without the app, 503 from SIGTERM on; during
-    --timeout-shutdown-delay new connections are still served, with Connection: close."""
+    """SIGTERM flips the health path to 503 and serves with Connection: close for the delay."""
     args = ["--health-path", "/healthz", "--timeout-shutdown-delay", "1.5"]
     if workers:
         args += ["--workers", str(workers)]
@@ -254,8 +251,7 @@ def parse_cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> Config:
 
 
 def test_dockerfile_runs_corral_unprivileged_in_exec_form(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Slim base, non-root user, unbuffered output, exec-form `corral app:app --host 0.0.0.0 ...`
-    whose arguments corral's CLI accepts, and COPY sources that exist."""
+    """The Dockerfile runs `corral app:app --host 0.0.0.0 ...` exec-form, non-root, unbuffered."""
     steps = dockerfile_instructions()
     values = {}
     for instruction, arguments in steps:

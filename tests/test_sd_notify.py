@@ -263,8 +263,7 @@ def test_master_notifier_waits_for_the_whole_first_generation() -> None:
 
 
 def test_master_notifier_reload_stop_and_restarts() -> None:
-    """RELOADING=1 on a reload, READY=1 when it ends, restarts counted for ten minutes,
-    STOPPING=1 with the drain deadline extended."""
+    """RELOADING then READY on a reload, restarts age out, STOPPING extends to the drain."""
     clock = FakeClock()
     master = FakeMaster(clock, workers=1)
     hook = MasterNotifier(recording(clock))
@@ -455,8 +454,7 @@ def lifecycle(messages: list[dict[str, str]]) -> list[str]:
 
 
 def test_master_notify_sequence(notify_socket: FakeNotifySocket, tmp_path: Path) -> None:
-    """READY -> RELOADING+MONOTONIC_USEC -> READY -> STOPPING, with STATUS, WATCHDOG and
-    EXTEND_TIMEOUT_USEC in between, from a real master with slow-booting fake workers."""
+    """A real master: READY, RELOADING+MONOTONIC_USEC, READY, STOPPING with the rest between."""
     env = dict(
         os.environ,
         NOTIFY_SOCKET=notify_socket.sock.getsockname(),
@@ -531,8 +529,7 @@ def start_corral(
 
 
 def test_corral_master_notify_sequence(notify_socket: FakeNotifySocket, tmp_path: Path) -> None:
-    """corral --workers 2 over real HTTP: READY -> RELOADING+MONOTONIC_USEC -> READY ->
-    STOPPING, with STATUS and WATCHDOG in between, and requests served throughout."""
+    """corral --workers 2 over HTTP: READY, RELOADING, READY, STOPPING, pings between."""
     proc, log, address = start_corral(
         tmp_path, notify_socket, "--workers", "2", WATCHDOG_USEC="500000"
     )
@@ -562,8 +559,7 @@ def test_corral_master_notify_sequence(notify_socket: FakeNotifySocket, tmp_path
 
 
 def test_corral_single_process_notifies(notify_socket: FakeNotifySocket, tmp_path: Path) -> None:
-    """Single-process corral says READY=1 once serving, feeds the watchdog from its loop,
-    and says STOPPING=1 on SIGTERM."""
+    """Single-process corral: READY once serving, watchdog from its loop, STOPPING on SIGTERM."""
     proc, log, address = start_corral(tmp_path, notify_socket, WATCHDOG_USEC="200000")
     try:
         notify_socket.wait_for(lambda m: "READY" in lifecycle(m), "READY=1")
@@ -601,8 +597,7 @@ def test_corral_without_notify_socket_runs_as_usual(tmp_path: Path) -> None:
 def test_preload_reload_reexec_keeps_notifying(
     notify_socket: FakeNotifySocket, tmp_path: Path
 ) -> None:
-    """With --preload the master re-executes itself on SIGHUP (same pid): systemd hears
-    RELOADING=1 before the exec and READY=1 and watchdog pings from the new image."""
+    """A --preload re-exec (same pid) says RELOADING before and READY plus pings after."""
     proc, log, address = start_corral(
         tmp_path, notify_socket, "--workers", "2", "--preload", WATCHDOG_USEC="400000"
     )
@@ -628,8 +623,7 @@ def test_preload_reload_reexec_keeps_notifying(
 
 
 def test_status_counts_recent_restarts(notify_socket: FakeNotifySocket, tmp_path: Path) -> None:
-    """A worker killed with SIGKILL shows up in STATUS= as a recent restart, and READY=1 is
-    not repeated when its replacement comes up."""
+    """A SIGKILLed worker counts as a recent restart in STATUS= and READY=1 isn't repeated."""
     import psutil
 
     proc, log, address = start_corral(tmp_path, notify_socket, "--workers", "2")
@@ -670,8 +664,7 @@ async def app(scope, receive, send):
 def test_failed_reload_still_ends_with_ready(
     notify_socket: FakeNotifySocket, tmp_path: Path
 ) -> None:
-    """A reload whose new code fails to import ends with READY=1 (the old workers serve on),
-    so systemd never waits out its timeout; STATUS says which generation is serving."""
+    """A reload whose new code fails to import still ends with READY=1 (old workers serve)."""
     (tmp_path / "breakable.py").write_text(BREAKABLE)
     marker = tmp_path / "broken"
     web = tcp_listener()
