@@ -420,7 +420,7 @@ def test_zero_ping_interval_disables_pings(serve: Callable[..., Harness]) -> Non
     try:
         assert client.request(handshake_bytes("/echo"))[0] == 101
         conn = server.connections()[0]
-        assert conn._ping_handle is None
+        assert not conn.keepalive.active
         client.sock.sendall(frame(0x2, b"abc"))
         assert client.read_frame() == (0x2, b"abc")
     finally:
@@ -563,7 +563,7 @@ def test_inbound_queue_bounded_then_reading_pauses(serve: Callable[..., Harness]
     sender.start()
     try:
         wait_for(lambda: server.call(lambda: not conn.transport.is_reading()))
-        held = server.call(lambda: len(conn._inbox))
+        held = server.call(lambda: len(conn.inbox))
         assert held <= 8 + READ_CHUNK // size + 1
         assert sender.is_alive()  # the client is blocked: the kernel buffers are full
         server.call(lambda: app.release.set())  # type: ignore[union-attr]
@@ -583,7 +583,7 @@ def test_send_waits_for_slow_reader_and_fails_once_gone(serve: Callable[..., Har
     assert client.request(handshake_bytes("/flood"))[0] == 101
     wait_for(lambda: app.seen("sent"))
     conn = server.connections()[0]
-    wait_for(lambda: server.call(lambda: conn._write_paused))
+    wait_for(lambda: server.call(lambda: conn.flow.write_paused))
     _, high = server.call(lambda: conn.transport.get_write_buffer_limits())
     for _ in range(20):
         buffered = server.call(lambda: conn.transport.get_write_buffer_size())

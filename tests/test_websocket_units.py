@@ -319,7 +319,7 @@ def test_inbox_bounded_by_max_queue() -> None:
             conn.data_received(client_frame(TEXT, b"m%d" % i))
         assert transport.reading
         conn.data_received(client_frame(TEXT, b"m3"))
-        assert not transport.reading and len(conn._inbox) == 4
+        assert not transport.reading and len(conn.inbox) == 4
         gate.set()
         for _ in range(5):
             await asyncio.sleep(0)

@@ -4,30 +4,24 @@
 request. The handshake is validated before the app hears of it; the app's first message
 decides the answer (101, 403 or its own response). From then on frames flow between the
 protocol object and ``websocket.receive`` / ``websocket.send``, with corral's own ping and
-close timers and flow control in both directions:
-
-- inbound messages queue up to ``--ws-max-queue``, then reading pauses until the app
-  receives (a read chunk already taken from the socket is still parsed, so the queue can
-  briefly exceed the limit by what one chunk holds);
-- ``send()`` waits while the transport is over its high-water mark, and reading pauses too,
-  so pongs to a flood of pings cannot pile up either; a peer that is gone fails it at once.
+close timers (keepalive in ``ws_keepalive``) and flow control in both directions (``ws_flow``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import enum
 import logging
-import struct
 from typing import Any
 
 from corral.worker import ws_handshake
 from corral.worker.asgi import Message
 from corral.worker.state import ServerState, ShutdownReason
+from corral.worker.ws_flow import PAUSE_HANDSHAKE, Flow, Inbox
+from corral.worker.ws_keepalive import Keepalive
 from corral.worker.ws_messages import FIN_BINARY, FIN_TEXT, MessageAssembler, server_frame
 from websockets.exceptions import ProtocolError
-from websockets.frames import BINARY, CLOSE, CONT, PONG, TEXT, CloseCode, Frame
+from websockets.frames import BINARY, CLOSE, CONT, PONG, TEXT, CloseCode
 from websockets.http11 import Response
 from websockets.server import ServerProtocol
 
@@ -38,11 +32,6 @@ logger = logging.getLogger("corral.error")
 CLOSE_TIMEOUT = 10.0
 #: Bytes buffered from a client that sends before the app has accepted, before reading pauses.
 HANDSHAKE_BUFFER_LIMIT = 64 * 1024
-
-# Reasons reading is paused; reading resumes only when none is left.
-_PAUSE_QUEUE = 1  # the app has ws_max_queue messages it has not received yet
-_PAUSE_WRITE = 2  # the transport is over its write high-water mark
-_PAUSE_HANDSHAKE = 4  # bytes before accept past HANDSHAKE_BUFFER_LIMIT
 
 
 class ClientDisconnected(OSError):
@@ -112,25 +101,20 @@ class WebSocketConnection(asyncio.Protocol):
         self.draining = False
         self._shut_down = False  # shutdown_now() was called
         self._failing = False  # the protocol failed; its close frame goes out next tick
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self._template = template
         self._assembler = MessageAssembler()
-        self._inbox: collections.deque[dict[str, Any]] = collections.deque()
-        self._inbox_waiter: asyncio.Future[None] | None = None
-        self._max_queue = config.ws_max_queue
-        self._final: dict[str, Any] | None = None  # the websocket.disconnect, once queued
+        self.flow = Flow(loop, transport)
+        self.inbox = Inbox(loop, self.flow, config.ws_max_queue)
+        self.keepalive = Keepalive(
+            loop,
+            config.ws_ping_interval or 0.0,
+            config.ws_ping_timeout or 0.0,
+            self._send_ping,
+            self._ping_timed_out,
+        )
         self._pending: bytearray | None = bytearray()  # bytes received before accept
         self._denial: tuple[Any, Any, list[bytes]] | None = None
-        self._paused = 0
-        self._write_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
-        self._lost = False
-        self._ping_interval = config.ws_ping_interval or 0.0
-        self._ping_timeout = config.ws_ping_timeout or 0.0
-        self._ping_handle: asyncio.TimerHandle | None = None
-        self._pong_handle: asyncio.TimerHandle | None = None
-        self._ping_payload: bytes | None = None
-        self._ping_count = 0
         self._close_handle: asyncio.TimerHandle | None = None
         #: No extension negotiated: data frames are framed here, without the protocol's
         #: general serializer (it would only add checks that cannot fail for them).
@@ -144,7 +128,7 @@ class WebSocketConnection(asyncio.Protocol):
 
     def reject(self, response: Response) -> None:
         """Answer an invalid handshake without involving the app, and close."""
-        self._log_request(response.status_code)
+        ws_handshake.log_request(self.scope, response.status_code)
         self.transport.write(response.serialize())
         self._move(Phase.CLOSED)
         self.transport.close()
@@ -154,11 +138,11 @@ class WebSocketConnection(asyncio.Protocol):
         self.scope = ws_handshake.websocket_scope(self.scope)
         if trailing:
             self._hold(trailing)
-        if not self.transport.is_reading() and not self._paused:
+        if not self.transport.is_reading() and not self.flow.reading_paused:
             self.transport.resume_reading()
         state = self.server_state
         state.connections.add(self)
-        self._inbox.append({"type": "websocket.connect"})
+        self.inbox.put({"type": "websocket.connect"})
         self.task = task = self._loop.create_task(self._run_app())
         state.track_task(task)
 
@@ -167,7 +151,7 @@ class WebSocketConnection(asyncio.Protocol):
         if app is None:
             raise RuntimeError("the serving state has no app")
         try:
-            await app(self.scope, self.receive, self.send)
+            await app(self.scope, self.inbox.get, self.send)
         except ClientDisconnected:
             self._app_finished("")
         except asyncio.CancelledError:
@@ -209,11 +193,11 @@ class WebSocketConnection(asyncio.Protocol):
         """The drain deadline arrived: close with 1001 (stop) or 1012 (restart)."""
         code = reason.ws_close_code
         phase = self.phase
-        self._shut_down = True
+        self._shut_down = self.inbox.deliver_on_cancel = True
         if phase is Phase.OPEN:
             self._start_close(code, "")
-            self._inbox.clear()  # no time left to process them: the disconnect goes first
-            self._queue_disconnect(code, "")
+            self.inbox.clear()  # no time left to process them: the disconnect goes first
+            self.inbox.finish(code, "")
         elif phase is Phase.HANDSHAKE:
             self._respond(ws_handshake.plain_response(503, self._defaults()), 503)
         elif phase is Phase.RESPONDING:
@@ -232,7 +216,7 @@ class WebSocketConnection(asyncio.Protocol):
         if events:
             self._handle(events)
         if ws.writes:
-            if self._inbox and ws.eof_sent and ws.close_rcvd is None and self._plain:
+            if len(self.inbox) and ws.eof_sent and ws.close_rcvd is None and self._plain:
                 # The peer broke the protocol right behind messages the app has not taken
                 # yet: let the app take (and answer) them first; the failure goes out next.
                 if not self._failing:
@@ -243,7 +227,7 @@ class WebSocketConnection(asyncio.Protocol):
 
     def _flush_failure(self) -> None:
         self._failing = False
-        if not self._lost:
+        if not self.flow.lost:
             self._flush()
 
     def eof_received(self) -> bool | None:
@@ -253,62 +237,34 @@ class WebSocketConnection(asyncio.Protocol):
         return None  # let the transport close
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
+        self.flow.connection_lost()
         accepted = self.phase is Phase.OPEN or self.phase is Phase.CLOSING
         if self.phase is not Phase.CLOSED:
             self._move(Phase.CLOSED)
-        self._cancel_timers()
+        self.keepalive.stop()
         if self._close_handle is not None:
             self._close_handle.cancel()
             self._close_handle = None
-        self._queue_disconnect(CloseCode.ABNORMAL_CLOSURE, "")
-        self._wake_writers()
+        self.inbox.finish(CloseCode.ABNORMAL_CLOSURE, "")
         self.server_state.connections.discard(self)
         self.server_state.notify_change()
         if accepted:
             logger.info("connection closed")
 
     def pause_writing(self) -> None:
-        self._write_paused = True
-        self._pause(_PAUSE_WRITE)
+        self.flow.pause_writing()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
-        self._resume(_PAUSE_WRITE)
-        self._wake_writers()
+        self.flow.resume_writing()
 
-    # --- ASGI ------------------------------------------------------------------------------
-    async def receive(self) -> dict[str, Any]:
-        """The next message for the app: connect, receive..., then disconnect (repeated)."""
-        inbox = self._inbox
-        while not inbox:
-            if self._final is not None:
-                return self._final
-            waiter = self._inbox_waiter
-            if waiter is None or waiter.done():
-                waiter = self._inbox_waiter = self._loop.create_future()
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                # The server cancels app tasks right after shutdown_now(), which has just
-                # queued websocket.disconnect for this waiter: deliver it rather than the
-                # cancellation, so the app sees the 1001/1012 and can clean up.
-                task = asyncio.current_task()
-                if not self._shut_down or self._final is None or task is None:
-                    raise
-                task.uncancel()
-        message = inbox.popleft()
-        if self._paused & _PAUSE_QUEUE and len(inbox) < self._max_queue:
-            self._resume(_PAUSE_QUEUE)
-        return message
-
+    # --- ASGI (receive is inbox.get) -----------------------------------------------------
     async def send(self, message: Message) -> None:
         """Carry out one app message; raises ClientDisconnected once the peer is gone."""
         kind = message["type"]
         if self.phase is Phase.OPEN:
             if kind == "websocket.send":
-                if self._write_paused:
-                    await self._writable()
+                if self.flow.write_paused:
+                    await self.flow.writable()
                     if self.phase is not Phase.OPEN:
                         raise ClientDisconnected("WebSocket closed while waiting to send")
                 text = message.get("text")
@@ -361,12 +317,11 @@ class WebSocketConnection(asyncio.Protocol):
         head = ws_handshake.accept_response(self._template, message, self._defaults())
         self.transport.write(head)
         self._move(Phase.OPEN)
-        self._log_request(None)
+        ws_handshake.log_request(self.scope, None)
         logger.info("connection open")
         pending, self._pending = self._pending, None
-        self._resume(_PAUSE_HANDSHAKE)
-        if self._ping_interval > 0:
-            self._ping_handle = self._loop.call_later(self._ping_interval, self._ping)
+        self.flow.resume_reading(PAUSE_HANDSHAKE)
+        self.keepalive.start()
         if pending:
             self.data_received(bytes(pending))
 
@@ -381,13 +336,13 @@ class WebSocketConnection(asyncio.Protocol):
 
     def _respond(self, response: bytes, status: int) -> None:
         """Send a final HTTP answer to the handshake and close the connection."""
-        if self._lost:
+        if self.flow.lost:
             raise ClientDisconnected("the client went away during the handshake")
-        self._log_request(status)
+        ws_handshake.log_request(self.scope, status)
         self.transport.write(response)
         self._move(Phase.CLOSED)
         self.transport.close()
-        self._queue_disconnect(CloseCode.ABNORMAL_CLOSURE, "")
+        self.inbox.finish(CloseCode.ABNORMAL_CLOSURE, "")
 
     # --- frames ----------------------------------------------------------------------------
     def _handle(self, events: list[Any]) -> None:
@@ -400,24 +355,16 @@ class WebSocketConnection(asyncio.Protocol):
                 except UnicodeDecodeError as exc:
                     self.ws.fail(CloseCode.INVALID_DATA, f"invalid UTF-8 at {exc.start}")
                     return
-                if message is not None and self._final is None:
-                    inbox = self._inbox
-                    inbox.append(message)
-                    waiter = self._inbox_waiter
-                    if waiter is not None:
-                        self._inbox_waiter = None
-                        if not waiter.done():
-                            waiter.set_result(None)
-                    if len(inbox) >= self._max_queue:
-                        self._pause(_PAUSE_QUEUE)
+                if message is not None:
+                    self.inbox.put(message)
             elif opcode is CLOSE:
                 received = self.ws.close_rcvd
                 if self.phase is Phase.OPEN:
                     self._move(Phase.CLOSING)
                 if received is not None:
-                    self._queue_disconnect(received.code, received.reason)
+                    self.inbox.finish(received.code, received.reason)
             elif opcode is PONG:
-                self._pong(frame)
+                self.keepalive.pong(frame.data)
 
     def _flush(self) -> None:
         for data in self.ws.data_to_send():
@@ -433,10 +380,10 @@ class WebSocketConnection(asyncio.Protocol):
         ws = self.ws
         close = ws.close_rcvd or ws.close_sent
         if close is not None:
-            self._queue_disconnect(close.code, close.reason)
+            self.inbox.finish(close.code, close.reason)
         else:
-            self._queue_disconnect(CloseCode.ABNORMAL_CLOSURE, "")
-        self._cancel_timers()
+            self.inbox.finish(CloseCode.ABNORMAL_CLOSURE, "")
+        self.keepalive.stop()
         if self.transport.can_write_eof() and not self.transport.is_closing():
             self.transport.write_eof()
         else:
@@ -451,115 +398,40 @@ class WebSocketConnection(asyncio.Protocol):
         except ProtocolError as exc:
             raise RuntimeError(f"invalid websocket.close ({code}, {reason!r}): {exc}") from None
         self._move(Phase.CLOSING)
-        self._cancel_timers()
+        self.keepalive.stop()
         self._flush()
         self._arm_close_timer()
 
     def _arm_close_timer(self) -> None:
-        if self._close_handle is None and not self._lost:
+        if self._close_handle is None and not self.flow.lost:
             self._close_handle = self._loop.call_later(CLOSE_TIMEOUT, self._abort)
 
     def _abort(self) -> None:
-        if not self._lost:
+        if not self.flow.lost:
             self.transport.abort()
 
     # --- keepalive -------------------------------------------------------------------------
-    def _ping(self) -> None:
-        self._ping_handle = None
-        if self.phase is not Phase.OPEN:
-            return
-        self._ping_count += 1
-        payload = struct.pack("!I", self._ping_count)
-        self.ws.send_ping(payload)
-        self._flush()
-        if self._ping_timeout > 0:
-            self._ping_payload = payload
-            self._pong_handle = self._loop.call_later(self._ping_timeout, self._ping_timed_out)
-        else:
-            self._ping_handle = self._loop.call_later(self._ping_interval, self._ping)
-
-    def _pong(self, frame: Frame) -> None:
-        if self._ping_payload is None or frame.data != self._ping_payload:
-            return  # unsolicited, or the answer to an older ping
-        self._ping_payload = None
-        if self._pong_handle is not None:
-            self._pong_handle.cancel()
-            self._pong_handle = None
-        self._ping_handle = self._loop.call_later(self._ping_interval, self._ping)
+    def _send_ping(self, payload: bytes) -> None:
+        if self.phase is Phase.OPEN:
+            self.ws.send_ping(payload)
+            self._flush()
 
     def _ping_timed_out(self) -> None:
-        self._pong_handle = None
         if self.phase is Phase.OPEN:
-            logger.info("WebSocket keepalive ping timed out; closing %s", self._client())
+            client = ws_handshake.client_text(self.scope)
+            logger.info("WebSocket keepalive ping timed out; closing %s", client)
             self.ws.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
             self._flush()
 
-    def _cancel_timers(self) -> None:
-        for handle in (self._ping_handle, self._pong_handle):
-            if handle is not None:
-                handle.cancel()
-        self._ping_handle = self._pong_handle = None
-
-    # --- flow control ----------------------------------------------------------------------
     def _hold(self, data: bytes) -> None:
+        """Keep bytes that arrive before the app accepted (pausing past a limit)."""
         pending = self._pending
         if pending is None:
             return
         pending += data
         if len(pending) > HANDSHAKE_BUFFER_LIMIT:
-            self._pause(_PAUSE_HANDSHAKE)
-
-    def _pause(self, reason: int) -> None:
-        if not self._paused and not self._lost:
-            self.transport.pause_reading()
-        self._paused |= reason
-
-    def _resume(self, reason: int) -> None:
-        if self._paused & reason:
-            self._paused &= ~reason
-            if not self._paused and not self._lost and not self.transport.is_closing():
-                self.transport.resume_reading()
-
-    async def _writable(self) -> None:
-        while self._write_paused and not self._lost:
-            waiter = self._drain_waiter
-            if waiter is None or waiter.done():
-                waiter = self._drain_waiter = self._loop.create_future()
-            await waiter
-
-    def _wake_writers(self) -> None:
-        waiter = self._drain_waiter
-        if waiter is not None:
-            self._drain_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def _queue_disconnect(self, code: int, reason: str) -> None:
-        """Tell the app the connection is over; only the first call counts."""
-        if self._final is not None:
-            return
-        self._final = final = {"type": "websocket.disconnect", "code": int(code), "reason": reason}
-        self._inbox.append(final)
-        waiter = self._inbox_waiter
-        if waiter is not None:
-            self._inbox_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-        self._resume(_PAUSE_QUEUE)
-        self._wake_writers()
+            self.flow.pause_reading(PAUSE_HANDSHAKE)
 
     # --- helpers ---------------------------------------------------------------------------
     def _defaults(self) -> list[tuple[bytes, bytes]]:
         return self.server_state.default_headers()
-
-    def _client(self) -> str:
-        client = self.scope.get("client")
-        return f"{client[0]}:{client[1]}" if client else "-"
-
-    def _log_request(self, status: int | None) -> None:
-        path = self.scope.get("path", "")
-        query = self.scope.get("query_string", b"")
-        if query:
-            path = f"{path}?{query.decode('latin-1')}"
-        outcome = "[accepted]" if status is None else str(status)
-        logger.info('%s - "WebSocket %s" %s', self._client(), path, outcome)

@@ -43,6 +43,7 @@ _VALUE = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")
 #: websockets logs through this logger; its "connection closed" line is dropped because the
 #: connection logs its own at a point that also covers aborted connections.
 PROTOCOL_LOGGER = logging.getLogger("corral.error.websockets")
+_logger = logging.getLogger("corral.error")
 PROTOCOL_LOGGER.addFilter(lambda record: record.msg != "connection closed")
 
 
@@ -241,3 +242,19 @@ def denial_response(
     head.append((b"content-length", b"%d" % len(body)))
     head.append((b"connection", b"close"))
     return bytes(_render(status, head, defaults)) + body
+
+
+def client_text(scope: dict[str, Any]) -> str:
+    """``host:port`` of the client, for log lines."""
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"
+
+
+def log_request(scope: dict[str, Any], status: int | None) -> None:
+    """uvicorn's line for a handshake: ``... "WebSocket /path" [accepted]`` or the status."""
+    path = scope.get("path", "")
+    query = scope.get("query_string", b"")
+    if query:
+        path = f"{path}?{query.decode('latin-1')}"
+    outcome = "[accepted]" if status is None else str(status)
+    _logger.info('%s - "WebSocket %s" %s', client_text(scope), path, outcome)
