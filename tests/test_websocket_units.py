@@ -445,3 +445,79 @@ def test_close_handshake_times_out() -> None:
 
     with pytest.MonkeyPatch.context() as mp:
         asyncio.run(scenario(mp))
+
+
+# --- keepalive on a fake clock ---------------------------------------------------------------
+class FakeTimers:
+    """Just enough of a loop for Keepalive: call_later recorded, fired by hand."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[float, Any, bool]] = []
+
+    def call_later(self, delay: float, callback: Any) -> Any:
+        entry = [delay, callback, False]
+
+        class Handle:
+            def cancel(self) -> None:
+                entry[2] = True
+
+        self.pending.append(entry)  # type: ignore[arg-type]
+        return Handle()
+
+    def fire(self) -> float:
+        """Run the earliest live timer; return its delay."""
+        live = [e for e in self.pending if not e[2]]
+        entry = min(live, key=lambda e: e[0])
+        self.pending.remove(entry)
+        entry[1]()
+        return float(entry[0])
+
+    def live(self) -> int:
+        return sum(1 for e in self.pending if not e[2])
+
+
+def make_keepalive(interval: float, timeout: float) -> tuple[Any, FakeTimers, list[Any]]:
+    from corral.worker.ws_keepalive import Keepalive
+
+    timers, log = FakeTimers(), []
+    keepalive = Keepalive(
+        timers,  # type: ignore[arg-type]
+        interval,
+        timeout,
+        lambda payload: log.append(("ping", payload)),
+        lambda: log.append(("timeout", None)),
+    )
+    return keepalive, timers, log
+
+
+def test_keepalive_pong_schedules_next_ping() -> None:
+    """A matching pong cancels the timeout and the next ping follows one interval later."""
+    keepalive, timers, log = make_keepalive(20, 5)
+    keepalive.start()
+    assert timers.fire() == 20 and log[-1][0] == "ping"
+    keepalive.pong(log[-1][1])
+    assert timers.live() == 1
+    assert timers.fire() == 20 and log[-1][0] == "ping"
+    assert ("timeout", None) not in log
+
+
+def test_keepalive_stale_pong_does_not_count() -> None:
+    """A pong to an older ping leaves the current one outstanding, so the timeout fires."""
+    keepalive, timers, log = make_keepalive(20, 5)
+    keepalive.start()
+    timers.fire()
+    keepalive.pong(b"\x00\x00\x00\x00")
+    assert timers.fire() == 5
+    assert log[-1] == ("timeout", None)
+
+
+def test_keepalive_disabled_and_no_timeout() -> None:
+    """Interval 0 schedules nothing; timeout 0 pings every interval without waiting."""
+    keepalive, timers, _ = make_keepalive(0, 5)
+    keepalive.start()
+    assert timers.live() == 0 and not keepalive.active
+    keepalive, timers, log = make_keepalive(20, 0)
+    keepalive.start()
+    timers.fire()
+    timers.fire()
+    assert [kind for kind, _ in log] == ["ping", "ping"]
