@@ -306,3 +306,8 @@ async def hang(scope: Scope, receive: Receive, send: Send) -> None:
 #: Module-level apps for subprocess tests that load "tests.apps:NAME".
 startup_fails = lifespan_app(fail_startup="database unreachable")
 with_lifespan = lifespan_app()
+
+
+async def echo_path_only(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers with the path at once, never reading the request body."""
+    await respond(send, scope["path"].encode())

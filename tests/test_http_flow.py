@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import httpx
+import pytest
 from corral.worker.flow import PAUSE_BODY, READ_HIGH_WATER
 
 from tests import apps
@@ -94,3 +95,17 @@ def test_disconnect_after_response_complete(http_server):
     assert httpx.get(server.url()).text == "ok"
     wait_for(lambda: len(seen.snapshot()) == 2)
     assert seen.snapshot() == ["http.disconnect", "http.disconnect"]
+
+
+@pytest.mark.parametrize("size", [150_000, 2 * 1024 * 1024])
+def test_unread_body_is_dropped_and_connection_reused(http_server, size):
+    """A large body the app never reads doesn't stall the connection's next request."""
+    server = http_server(apps.echo_path_only)
+    with RawClient(server.port) as raw:
+        request = b"POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size
+        sender = threading.Thread(target=raw.send, args=(request + b"x" * size,))
+        sender.start()
+        assert raw.read_response().body == b"/big"
+        sender.join(10)
+        raw.send(get("/next"))  # arrives in a later read: reading must have resumed
+        assert raw.read_response().body == b"/next"

@@ -343,11 +343,13 @@ class HTTP1Protocol(asyncio.Protocol):
         if not cycle.keep_alive or self._draining:
             self.close_connection(linger=self._parsing is not None)
             return
-        if self._parsing is cycle:  # answered before its body fully arrived
-            if cycle.expect_continue:  # 100 never sent: the body may or may not come
-                self.close_connection()
-                return
-            self.flow.resume_reading(PAUSE_BODY)  # the rest is read and dropped
+        if self._parsing is cycle and cycle.expect_continue:
+            # Answered before its body, and 100 never sent: the body may or may not come.
+            self.close_connection(linger=True)
+            return
+        flow = self.flow
+        if flow.read_paused & PAUSE_BODY:  # body the app never read: the rest is dropped
+            flow.resume_reading(PAUSE_BODY)
         queue = self._queue
         if queue:
             next_cycle, app = queue.popleft()

@@ -1,0 +1,141 @@
+"""The HTTP/1.1 protocol driven without sockets: a fake transport records what it is told."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from corral.config import Config
+from corral.worker.http1 import ConnState, HTTP1Protocol
+from corral.worker.parsers import ParserLimits
+from corral.worker.state import ServerState
+
+from tests import apps
+
+
+class FakeTransport(asyncio.Transport):
+    """Records writes and reading/closing calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.reading = True
+        self.closed = False
+        self.eof_written = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}.get(
+            name, default
+        )
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof_written = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+async def run_protocol(
+    app: Any, steps: Callable[[HTTP1Protocol, FakeTransport], Awaitable[None]], **settings: Any
+) -> None:
+    config = Config(app=app, lifespan="off", access_log=False, **settings)
+    state = ServerState(config, app)
+    loop = asyncio.get_running_loop()
+    protocol = HTTP1Protocol(state, "h11", ParserLimits.from_config(config), loop)
+    transport = FakeTransport()
+    protocol.connection_made(transport)
+    try:
+        await steps(protocol, transport)
+    finally:
+        protocol.connection_lost(None)
+
+
+async def settle() -> None:
+    """Let the app tasks run until they wait or finish."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def test_reading_resumes_after_unread_body_response():
+    """A body buffered past the mark and never read doesn't leave reading paused."""
+
+    async def steps(protocol: HTTP1Protocol, transport: FakeTransport) -> None:
+        body = b"x" * 150_000
+        protocol.data_received(
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 150000\r\n\r\n" + body
+        )
+        assert not transport.reading  # paused: more than the high-water mark is unread
+        await settle()
+        assert transport.written.startswith(b"HTTP/1.1 200 OK")
+        assert transport.reading  # the app answered without reading: resume for the next
+        assert protocol._st is ConnState.IDLE
+
+    asyncio.run(run_protocol(apps.echo_path_only, steps))
+
+
+def test_pipelined_requests_queue_and_pause():
+    """A second pipelined request waits in the queue with reading paused, then runs."""
+    gate = apps.Gate()
+
+    async def steps(protocol: HTTP1Protocol, transport: FakeTransport) -> None:
+        protocol.data_received(
+            b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\nGET /fast HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
+        await settle()
+        assert len(protocol._queue) == 1
+        assert not transport.reading
+        gate.open()
+        await settle()
+        assert transport.written.count(b"HTTP/1.1 200 OK") == 2
+        assert transport.written.index(b"done/slow") < transport.written.index(b"done/fast")
+        assert transport.reading
+
+    asyncio.run(run_protocol(apps.gated(gate), steps))
+
+
+def test_bad_request_answers_and_lingers():
+    """A malformed request gets 400, then a half-close that keeps draining input."""
+
+    async def steps(protocol: HTTP1Protocol, transport: FakeTransport) -> None:
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n")
+        assert transport.written.startswith(b"HTTP/1.1 400 ")
+        assert transport.eof_written and not transport.closed
+        protocol.data_received(b"more bytes the client was still sending")  # ignored
+        assert transport.written.count(b"HTTP/1.1") == 1
+
+    asyncio.run(run_protocol(apps.hello, steps))
+
+
+@pytest.mark.parametrize("first", [b"GET / HTTP/1.1\r\n", b""])
+def test_drain_closes_idle_and_answers_in_flight(first):
+    """start_drain closes a connection with nothing in flight, else answers with close."""
+
+    async def steps(protocol: HTTP1Protocol, transport: FakeTransport) -> None:
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        await settle()
+        if first:
+            protocol.data_received(first)  # part of a next head: nothing to finish
+        protocol.start_drain()
+        assert transport.closed
+
+    asyncio.run(run_protocol(apps.hello, steps))
