@@ -601,3 +601,25 @@ def test_corral_under_systemd_socket_activate(tmp_path: Path, closing: list[sock
         assert proc.wait(DEADLINE) == 0
     finally:
         stop(proc, log)
+
+
+def test_preload_reexec_leaves_systemds_socket_files_alone(
+    tmp_path: Path, closing: list[socket.socket]
+) -> None:
+    """After a --preload reload (master re-exec) a stop leaves systemd's socket file in place."""
+    path = tmp_path / "local.sock"
+    local = unix_listener(path)
+    closing.append(local)
+    log = LogFile(tmp_path / "corral.log")
+    args = [*write_app(tmp_path), "--workers", "1", "--preload"]
+    proc = launch_activated(corral_argv(*args), [local], names=["local"], stderr=log.handle)
+    try:
+        log.wait("ready")
+        proc.send_signal(signal.SIGHUP)
+        log.wait("Reload complete")
+        assert http_get(str(path), socket.AF_UNIX)[0] == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == 0
+        assert path.exists(), "corral removed a socket file that belongs to systemd"
+    finally:
+        stop(proc, log)
