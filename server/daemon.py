@@ -138,7 +138,11 @@ def resolve_identity(user: str | None, group: str | None) -> Identity | None:
         except KeyError:
             if not user.isdigit():
                 raise ConfigError("--user", f"no such user {user!r}") from None
-            uid, primary = int(user), os.getgid()
+            if group is None:
+                # Falling back to our own gid would keep root's group after the drop.
+                problem = f"uid {user} has no passwd entry; give --group too"
+                raise ConfigError("--user", problem) from None
+            uid, primary = int(user), -1
         else:
             name, uid, primary = entry.pw_name, entry.pw_uid, entry.pw_gid
     if group is None:

@@ -167,12 +167,17 @@ def test_identity_by_number_and_explicit_group() -> None:
     group = grp.getgrgid(0).gr_name
     assert resolve_identity(str(NOBODY.pw_uid), group) == Identity("nobody", NOBODY.pw_uid, 0)
     assert resolve_identity(None, "4242") == Identity(None, os.getuid(), 4242)
+    assert resolve_identity("54321", "4242") == Identity(None, 54321, 4242)
     assert resolve_identity(None, None) is None
 
 
 @pytest.mark.parametrize(
     ("user", "group", "option"),
-    [("no-such-user-corral", None, "--user"), ("nobody", "no-such-group-corral", "--group")],
+    [
+        ("no-such-user-corral", None, "--user"),
+        ("nobody", "no-such-group-corral", "--group"),
+        ("54321", None, "--user"),  # no passwd entry: without --group, root's gid would stay
+    ],
 )
 def test_unknown_names_are_config_errors(user: str, group: str | None, option: str) -> None:
     """An unknown user or group is a configuration error naming the option."""
