@@ -142,3 +142,31 @@ def test_unexpected_lifespan_message_fails_startup():
 
     with pytest.raises(StartupError, match="Unexpected lifespan message"):
         asyncio.run(main())
+
+
+def test_shutdown_runs_when_serving_fails_after_startup(stack):
+    """If listening fails after lifespan startup, the app's shutdown still runs."""
+    import socket
+
+    from corral.config import Config
+    from corral.errors import CorralError
+    from corral.worker.serving import Server
+    from tests.conftest import new_loop
+
+    events = Recorder()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        app = apps.lifespan_app(events=events)
+        config = Config(app=app, host="127.0.0.1", port=taken.getsockname()[1], lifespan="on")
+        server = Server(config, app)
+        loop = new_loop(stack[0])
+        try:
+            with pytest.raises(CorralError):
+                loop.run_until_complete(server.serve())
+        finally:
+            loop.close()
+    finally:
+        taken.close()
+    assert events.snapshot() == ["lifespan.startup", "lifespan.shutdown"]

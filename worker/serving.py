@@ -196,7 +196,14 @@ class Server:
             self.state.app = load_app(self.config)
         pid = os.getpid()
         logger.info("Started server process [%d]", pid)
-        await self._startup(sockets)
+        try:
+            await self._startup(sockets)
+        except BaseException:
+            # Failing after the app started (a listener, the TLS files): let it clean up.
+            if self._lifespan is not None:
+                await self._lifespan.shutdown(self.config.timeout_lifespan_shutdown)
+            self.state.clock.stop()
+            raise
         if on_started is not None:
             on_started()
         await self._wake.wait()
