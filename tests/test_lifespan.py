@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import httpx
 import pytest
-from corral.errors import StartupError
+from corral.config import Config
+from corral.errors import CorralError, StartupError
 from corral.worker.lifespan import Lifespan, LifespanPhase
+from corral.worker.serving import Server
 
 from tests import apps
 from tests.apps import Recorder
-from tests.conftest import start_server
+from tests.conftest import new_loop, start_server
 
 
 def _messages(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -146,13 +149,6 @@ def test_unexpected_lifespan_message_fails_startup():
 
 def test_shutdown_runs_when_serving_fails_after_startup(stack):
     """If listening fails after lifespan startup, the app's shutdown still runs."""
-    import socket
-
-    from corral.config import Config
-    from corral.errors import CorralError
-    from corral.worker.serving import Server
-    from tests.conftest import new_loop
-
     events = Recorder()
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
