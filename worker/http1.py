@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from corral.tls import tls_extension
 from corral.worker.asgi import HTTP_SPEC_VERSION
+from corral.worker.builtin_apps import HealthCheck, overloaded_app
+from corral.worker.connstate import ConnState, InvalidTransition, check_transition
 from corral.worker.cycle import RequestCycle
 from corral.worker.flow import PAUSE_BODY, PAUSE_PIPELINE, FlowControl
 from corral.worker.parsers import ParseError, ParserLimits, RequestHead, make_parser
@@ -24,41 +25,13 @@ from corral.worker.proxy_headers import apply_to_scope
 from corral.worker.writer import simple_response
 
 if TYPE_CHECKING:
-    from corral.worker.asgi import ASGIApp, Message, Scope
-    from corral.worker.asgi import ASGIReceive as Receive
-    from corral.worker.asgi import ASGISend as Send
+    from corral.worker.asgi import ASGIApp
     from corral.worker.edge import Proxied
     from corral.worker.parsers import RequestParser
     from corral.worker.state import ServerState, ShutdownReason
 
 logger = logging.getLogger("corral.error")
 
-
-class ConnState(Enum):
-    """Where the connection's reading side stands."""
-
-    IDLE = "idle"  # between requests: no byte of the next request head yet
-    HEAD = "head"  # part of a request head has arrived
-    BODY = "body"  # a head was parsed and its body is still arriving
-    FINISHED = "finished"  # no further request will be read (close asked, bad framing, drain)
-    UPGRADED = "upgraded"  # a WebSocket upgrade was parsed; the connection changes hands
-    CLOSED = "closed"
-
-
-class InvalidTransition(RuntimeError):
-    """A connection state change that the protocol does not allow (a corral bug)."""
-
-
-_ALLOWED: dict[ConnState, frozenset[ConnState]] = {
-    ConnState.IDLE: frozenset(
-        {ConnState.HEAD, ConnState.BODY, ConnState.FINISHED, ConnState.UPGRADED}
-    ),
-    ConnState.HEAD: frozenset({ConnState.BODY, ConnState.FINISHED, ConnState.UPGRADED}),
-    ConnState.BODY: frozenset({ConnState.IDLE, ConnState.FINISHED}),
-    ConnState.FINISHED: frozenset(),
-    ConnState.UPGRADED: frozenset(),
-    ConnState.CLOSED: frozenset(),
-}
 
 _ASGI = {"version": "3.0", "spec_version": HTTP_SPEC_VERSION}
 #: How long a connection accepted but still silent when the drain starts may take to send
@@ -70,21 +43,6 @@ DRAIN_GRACE = 1.0
 LINGER = 2.0
 # Hot-path aliases: identity checks against these avoid Enum attribute and hash lookups.
 _IDLE, _HEAD, _BODY = ConnState.IDLE, ConnState.HEAD, ConnState.BODY
-
-
-async def overloaded_app(scope: Scope, receive: Receive, send: Send) -> None:
-    """Answers 503 when ``--limit-concurrency`` is reached, without calling the app."""
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": b"Service Unavailable"})
 
 
 class HTTP1Protocol(asyncio.Protocol):
@@ -136,9 +94,7 @@ class HTTP1Protocol(asyncio.Protocol):
 
     # --- state ------------------------------------------------------------------------
     def _to(self, new: ConnState) -> None:
-        if new is not ConnState.CLOSED and new not in _ALLOWED[self._st]:
-            raise InvalidTransition(f"HTTP connection: {self._st.value} -> {new.value}")
-        self._st = new
+        self._st = check_transition(self._st, new)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -255,7 +211,7 @@ class HTTP1Protocol(asyncio.Protocol):
         self._parsing = cycle
         self._st = _BODY
         if self._health is not None and head.raw_path == self._health:
-            app: ASGIApp = self._health_app
+            app: ASGIApp = HealthCheck(state)
         elif over_limit:
             app = overloaded_app
         else:
@@ -517,14 +473,3 @@ class HTTP1Protocol(asyncio.Protocol):
         from corral.worker.websocket import upgrade
 
         upgrade(self.state, self.transport, self._scope(head), self.parser.unconsumed())
-
-    # --- built-in health check ------------------------------------------------------------------
-    async def _health_app(self, scope: Scope, receive: Receive, send: Send) -> None:
-        status, body = (503, b"draining") if self.state.draining else (200, b"OK")
-        message: Message = {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-        }
-        await send(message)
-        await send({"type": "http.response.body", "body": body})
