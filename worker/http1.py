@@ -386,10 +386,10 @@ class HTTP1Protocol(asyncio.Protocol):
 
     def _on_parse_error(self, exc: ParseError) -> None:
         logger.warning(
-            "Invalid HTTP request from %s: %s %s",
-            self.client_text or "client",
+            "Invalid HTTP request received (%s %s from %s).",  # uvicorn's words, then why
             exc.status,
             exc.reason,
+            self.client_text or "a client",
         )
         self._fail_reading(exc.status, exc.reason)
 
