@@ -20,12 +20,7 @@ Check = Callable[[Any], str | None]
 
 #: Settings declared here whose behaviour has not landed yet. Setting one to anything but its
 #: default is refused with a clear error rather than silently ignored.
-PENDING: frozenset[str] = frozenset(
-    {
-        "user",
-        "group",
-    }
-)
+PENDING: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -169,9 +169,10 @@ def _serve(config: Config) -> ExitCode:
                 # workers run as; each worker still builds its own context after the fork.
                 Edge(config)
                 return ExitCode(run_master(config, listeners))
+            from corral.supervisor.systemd import single_process_notifier
             from corral.worker.process import run_single
 
-            return ExitCode(run_single(config, listeners))
+            return ExitCode(run_single(config, listeners, notify=single_process_notifier()))
         finally:
             if config.pid is not None:
                 daemon.remove_pidfile(config.pid)

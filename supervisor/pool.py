@@ -159,7 +159,15 @@ def fork_worker(
     master_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    # The master may signal the new pid at once (a stop right after a spawn). Until the child
+    # has reset the handlers it inherited, such a signal would only be recorded in the
+    # child's copy of the master and lost; blocked, it stays pending until the reset.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        raise
     if pid == 0:  # pragma: no cover - runs in the child; covered by the integration tests
         code = 1
         try:
@@ -169,6 +177,7 @@ def fork_worker(
             # Ctrl+C reaches the whole process group; the master coordinates the stop, so
             # a worker ignores SIGINT from its first instruction on.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             master_end.close()
             close_in_child()
             if title:
@@ -183,6 +192,7 @@ def fork_worker(
                 sys.stderr.flush()
             finally:
                 os._exit(code)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     worker_end.close()
     master_end.setblocking(False)
     return WorkerHandle(
@@ -325,7 +335,12 @@ def reexec_in_place(listeners: list[Listener], workers: list[WorkerHandle]) -> N
             {
                 "LISTEN_PID": str(os.getpid()),
                 "LISTEN_FDS": str(len(high)),
-                "LISTEN_FDNAMES": ":".join("corral-reexec" for _ in high),
+                # Only sockets corral opened itself are its own after the exec (their UNIX
+                # socket files removed at the final stop); systemd's and --fd's stay theirs.
+                "LISTEN_FDNAMES": ":".join(
+                    "corral-reexec" if item.kind in ("tcp", "unix") else item.kind
+                    for item in listeners
+                ),
                 _REEXEC_VAR: ",".join(passed),
             }
         )

@@ -41,9 +41,10 @@ def loop_factory(config: Config) -> Callable[[], asyncio.AbstractEventLoop]:
 class _Signals:
     """Records INT/TERM/HUP as stop requests on the server (nothing else runs in them)."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, notify: Callable[[str], None] | None = None) -> None:
         self.server = server
         self.interrupts = 0
+        self.notify = notify
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_signal_handler(signal.SIGINT, self.on_interrupt)
@@ -53,16 +54,28 @@ class _Signals:
     def on_interrupt(self) -> None:
         self.interrupts += 1
         self.server.request_stop(immediate=self.interrupts > 1)
+        if self.notify is not None:
+            self.notify("stopping")
 
     def on_terminate(self) -> None:
         self.server.request_stop(lame_duck=True)
+        if self.notify is not None:
+            self.notify("stopping")
 
     def on_hangup(self) -> None:
         logger.info("Received SIGHUP; reloading needs --workers, so it is ignored.")
 
 
-def run_single(config: Config, listeners: list[Listener], app: ASGIApp | None = None) -> ExitCode:
-    """Serve on ``listeners`` in this process until a signal stops it; returns the exit code."""
+def run_single(
+    config: Config,
+    listeners: list[Listener],
+    app: ASGIApp | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> ExitCode:
+    """Serve on ``listeners`` in this process until a signal stops it; returns the exit code.
+
+    ``notify`` (systemd's, from serve_config) is told "ready" once serving, "stopping" on a stop.
+    """
     from corral.logging import banner_lines
 
     server = Server(config, app)
@@ -70,9 +83,11 @@ def run_single(config: Config, listeners: list[Listener], app: ASGIApp | None = 
     def started() -> None:
         for line in banner_lines(listeners):
             logger.info(line)
+        if notify is not None:
+            notify("ready")
 
     with asyncio.Runner(loop_factory=loop_factory(config)) as runner:
-        _Signals(server).install(runner.get_loop())
+        _Signals(server, notify).install(runner.get_loop())
         try:
             runner.run(server.serve([listener.sock for listener in listeners], started))
         except AppLoadError as exc:
