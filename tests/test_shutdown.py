@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from corral.config import Config
+from corral.worker.serving import Server
 
 from tests import apps
 from tests.apps import Gate
@@ -252,3 +255,23 @@ def test_startup_failure_exit_code(process):
     proc = process("tests.apps:startup_fails", "on", "auto")
     assert proc.wait_exit() == 3
     assert any("database unreachable" in line for line in proc.lines)
+
+
+def test_server_run_blocks_until_stopped():
+    """Server.run() serves on its own loop until a stop request, like uvicorn's."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    sock.setblocking(False)
+    server = Server(Config(app=apps.hello, lifespan="off"), apps.hello)
+    thread = threading.Thread(target=server.run, args=([sock],), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, message="the server to start")
+        port = sock.getsockname()[1]
+        assert httpx.get(f"http://127.0.0.1:{port}/").text == "Hello, world!"
+    finally:
+        server.request_stop()
+        thread.join(DEADLINE)
+        sock.close()
+    assert not thread.is_alive()

@@ -180,6 +180,13 @@ class Server:
         self.should_exit = True
 
     # --- serving -------------------------------------------------------------------------
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        """Serve on a new event loop (uvloop when configured) until stopped, as uvicorn's."""
+        from corral.worker.process import loop_factory
+
+        with asyncio.Runner(loop_factory=loop_factory(self.config)) as runner:
+            runner.run(self.serve(sockets))
+
     async def serve(
         self,
         sockets: list[socket.socket] | None = None,
