@@ -144,7 +144,9 @@ def test_health_path(http_server):
     response = httpx.get(server.url("/healthz"))
     assert response.status_code == 200
     assert response.text == "OK"
+    assert server.server.state.total_requests == 0  # probes don't count toward recycling
     assert httpx.get(server.url("/other")).status_code == 500
+    assert server.server.state.total_requests == 1
 
 
 def test_error_answer_survives_client_still_sending(http_server):

@@ -198,7 +198,6 @@ class HTTP1Protocol(asyncio.Protocol):
             self._upgrade_head = head
             self._to(ConnState.UPGRADED)
             return True
-        state.total_requests += 1
         http10 = head.http_version == "1.0"
         cycle = RequestCycle(
             self,
@@ -211,11 +210,10 @@ class HTTP1Protocol(asyncio.Protocol):
         self._parsing = cycle
         self._st = _BODY
         if self._health is not None and head.raw_path == self._health:
-            app: ASGIApp = HealthCheck(state)
-        elif over_limit:
-            app = overloaded_app
+            app: ASGIApp = HealthCheck(state)  # not counted: probes must not recycle workers
         else:
-            app = state.app  # type: ignore[assignment]
+            state.total_requests += 1
+            app = overloaded_app if over_limit else state.app  # type: ignore[assignment]
         if self._active is None:
             self._active = cycle
             task = self._loop.create_task(cycle.run_asgi(app))
