@@ -165,8 +165,9 @@ class RequestCycle:
     async def receive(self) -> Message:
         if self.expect_continue:
             self.expect_continue = False
-            if not self.disconnected and self.resp is ResponseState.WAITING:
-                self.conn.transport.write(CONTINUE)
+            resp = self.resp
+            if not self.disconnected and (resp is _WAITING or resp is _STARTED):
+                self.conn.transport.write(CONTINUE)  # the final head is not out yet
         while True:
             if self.resp is ResponseState.COMPLETE:
                 return {"type": "http.disconnect"}
