@@ -14,8 +14,8 @@ import asyncio
 #: Pause reading once this much request body sits unread by the app. 64 KiB matches the
 #: socket read size, so one read past the mark is the most that can pile up.
 READ_HIGH_WATER = 65536
-#: Resume once the app has consumed the buffer down to this.
-READ_LOW_WATER = 16384
+#: The low-water mark is zero: each ``receive()`` hands the app everything buffered, so
+#: reading resumes as soon as the app asks for more.
 
 #: Reasons to pause reading (bit flags).
 PAUSE_BODY = 1  # the app is behind on the request body
