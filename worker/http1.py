@@ -47,6 +47,41 @@ _IDLE, _HEAD, _BODY = ConnState.IDLE, ConnState.HEAD, ConnState.BODY
 class HTTP1Protocol(asyncio.Protocol):
     """One HTTP/1.1 connection."""
 
+    # Slots: an idle keep-alive connection costs a few hundred bytes less without a __dict__.
+    __slots__ = (
+        "_active",
+        "_body_timeout",
+        "_draining",
+        "_head_timeout",
+        "_health",
+        "_keep_alive_timeout",
+        "_last_body",
+        "_limits",
+        "_loop",
+        "_parser_kind",
+        "_parsing",
+        "_pending_error",
+        "_proxied",
+        "_queue",
+        "_request_keep_alive",
+        "_requests",
+        "_root_path",
+        "_root_path_raw",
+        "_st",
+        "_timer",
+        "_tls",
+        "_trusted",
+        "_upgrade_head",
+        "_ws",
+        "client",
+        "flow",
+        "parser",
+        "scheme",
+        "server",
+        "state",
+        "transport",
+    )
+
     def __init__(
         self,
         state: ServerState,
