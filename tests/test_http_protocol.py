@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from corral.config import Config
-from corral.worker.http1 import ConnState, HTTP1Protocol
+from corral.worker.http1 import DRAIN_GRACE, ConnState, HTTP1Protocol
 from corral.worker.parsers import ParserLimits
 from corral.worker.state import ServerState
 
@@ -127,15 +127,39 @@ def test_bad_request_answers_and_lingers():
 
 
 @pytest.mark.parametrize("first", [b"GET / HTTP/1.1\r\n", b""])
-def test_drain_closes_idle_and_answers_in_flight(first):
-    """start_drain closes a connection with nothing in flight, else answers with close."""
+def test_drain_answers_next_request_with_close(first):
+    """start_drain on an idle or mid-head keep-alive connection still answers the client's
+    next request (with Connection: close) instead of resetting it."""
 
     async def steps(protocol: HTTP1Protocol, transport: FakeTransport) -> None:
         protocol.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         await settle()
         if first:
-            protocol.data_received(first)  # part of a next head: nothing to finish
+            protocol.data_received(first)  # part of a next head
         protocol.start_drain()
+        assert not transport.closed
+        rest = b"Host: t\r\n\r\n" if first else b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+        protocol.data_received(rest)
+        await settle()
+        assert transport.written.count(b"HTTP/1.1 200 OK") == 2
+        assert transport.written.rstrip().endswith(b"Hello, world!")
+        assert b"connection: close" in transport.written.split(b"HTTP/1.1 200 OK")[2].lower()
         assert transport.closed
 
     asyncio.run(run_protocol(apps.hello, steps))
+
+
+def test_drain_closes_silent_idle_connection_after_grace():
+    """An idle keep-alive connection that sends nothing more is closed after the drain grace."""
+
+    async def steps(protocol: HTTP1Protocol, transport: FakeTransport) -> None:
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        await settle()
+        protocol.start_drain()
+        assert not transport.closed
+        timer = protocol._timer
+        assert timer is not None
+        assert timer.when() - asyncio.get_running_loop().time() <= DRAIN_GRACE
+        timer.cancel()
+        protocol._on_timeout()  # what the grace timer runs when it fires
+        assert transport.closed

@@ -220,13 +220,15 @@ class HTTP1Protocol(asyncio.Protocol):
         st = self._st
         if st is not _HEAD and st is not _IDLE:
             raise InvalidTransition(f"HTTP connection: request head while {st.value}")
-        if self._draining and self._requests:
+        if self._draining and self._active is not None:
             self._to(ConnState.FINISHED)  # draining: pipelined requests are not taken
             return True
         self._requests += 1
         state = self.state
         # While stopping (--timeout-shutdown-delay), every response says Connection: close.
-        keep_alive = self._request_keep_alive = head.keep_alive and not state.draining
+        keep_alive = self._request_keep_alive = head.keep_alive and not (
+            state.draining or self._draining
+        )
         limit = state.limit_concurrency
         over_limit = limit is not None and state.over_limit()
         upgrade = head.upgrade
@@ -464,15 +466,17 @@ class HTTP1Protocol(asyncio.Protocol):
             return
         active = self._active
         if active is None and not self._queue and self._parsing is None:
-            if not self._requests and st is ConnState.IDLE:
-                # Fresh: its first request may already be on the wire, and closing now
-                # would reset it. It is answered with Connection: close; a client that
-                # sends nothing is closed after a short grace, not the full head timeout.
+            if st is ConnState.IDLE or st is ConnState.HEAD:
+                # Fresh, idle keep-alive or mid-head: the client's next request may already
+                # be on the wire, and closing now would reset it (a busy client reuses its
+                # connection within microseconds). It is answered with Connection: close;
+                # a client that sends nothing more is closed after a short grace.
                 self._cancel_timer()
-                grace = min(self._head_timeout, DRAIN_GRACE)
+                limit = self._keep_alive_timeout if st is ConnState.IDLE else self._head_timeout
+                grace = min(limit, DRAIN_GRACE) if self._requests else DRAIN_GRACE
                 self._timer = self._loop.call_later(grace, self._on_timeout)
                 return
-            self.close_connection()  # idle (or only part of a head): nothing to finish
+            self.close_connection()  # nothing in flight and nothing to read
             return
         if active is not None:
             active.keep_alive = False  # its head says Connection: close if not yet sent
