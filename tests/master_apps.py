@@ -273,9 +273,12 @@ def get(port: int, path: str = "/", timeout: float = 10.0) -> tuple[int, str]:
 class Hammer:
     """Client threads sending requests on fresh connections until stopped (bounded)."""
 
-    def __init__(self, port: int, clients: int = 4, limit: int = 20000) -> None:
+    def __init__(
+        self, port: int, clients: int = 4, limit: int = 20000, keep_alive: bool = False
+    ) -> None:
         import threading
 
+        self.keep_alive = keep_alive  # reuse connections (an httpx pool per client)
         self.port = port
         self.limit = limit
         self.ok = 0
@@ -288,9 +291,16 @@ class Hammer:
             thread.start()
 
     def _run(self) -> None:
+        import httpx
+
+        pool = httpx.Client(timeout=10) if self.keep_alive else None
         while not self._stop.is_set() and self.ok + len(self.failures) < self.limit:
             try:
-                status, body = get(self.port)
+                if pool is None:
+                    status, body = get(self.port)
+                else:
+                    response = pool.get(f"http://127.0.0.1:{self.port}/")
+                    status, body = response.status_code, response.text
             except Exception as exc:
                 with self._lock:
                     self.failures.append(repr(exc))
