@@ -4,8 +4,8 @@
 response head and then frames each body chunk (Content-Length, chunked, or close-delimited),
 so every framing rule is testable without a socket:
 
-- an app header name or value with CR, LF or NUL is refused (:class:`InvalidResponseHeader`)
-  so nothing can be injected on the wire;
+- an app header name that is not a token, or a value with CR, LF or NUL, is refused
+  (:class:`InvalidResponseHeader`) so nothing can be injected on the wire;
 - HEAD, 1xx, 204 and 304 responses never carry a body;
 - HTTP/1.0 is never sent chunked: without a length the response is close-delimited;
 - a body longer than its Content-Length is cut, a shorter one is flagged; either way the
@@ -14,6 +14,7 @@ so every framing rule is testable without a socket:
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -40,6 +41,10 @@ class HeaderDefaults(Protocol):
 
     def header_block_without(self, exclude: set[bytes]) -> bytes: ...
 
+
+#: A field name is a token (RFC 9110 §5.1): a space or colon in one would let a downstream
+#: parser read a different header than the app wrote.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 _STATUS_LINES: dict[int, bytes] = {}
 _STATUS_TEXT: dict[int, str] = {}
@@ -93,6 +98,8 @@ def _analyse(
     overridden: set[bytes] | None = None
     lines = []
     for name, value in headers:
+        if _TOKEN.fullmatch(name) is None:
+            raise InvalidResponseHeader(f"invalid header name {name!r}")
         lname = name.lower()
         kind = _SPECIAL.get(lname)
         if kind is not None:
