@@ -18,12 +18,16 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from corral.errors import CorralError, ExitCode
 from corral.logging import TRACE_LEVEL
 from corral.supervisor import memory
+from corral.supervisor.model import (
+    InvalidMasterTransition,
+    MasterState,
+    check_master_transition,
+)
 from corral.supervisor.policy import (
     Action,
     Backoff,
@@ -59,30 +63,10 @@ if TYPE_CHECKING:
     from corral.listeners import Listener
     from corral.supervisor.reload import Watcher
 
+__all__ = ["InvalidMasterTransition", "Master", "MasterState", "WorkerEntry", "run_master"]
+
 logger = logging.getLogger("corral.error")
 
-
-class MasterState(Enum):
-    STARTING = "starting"
-    RUNNING = "running"
-    RELOADING = "reloading"
-    STOPPING = "stopping"
-
-
-class InvalidMasterTransition(RuntimeError):
-    """A master state change the lifecycle does not allow."""
-
-
-_MASTER_TRANSITIONS: dict[MasterState, frozenset[MasterState]] = {
-    MasterState.STARTING: frozenset(
-        {MasterState.RUNNING, MasterState.RELOADING, MasterState.STOPPING}
-    ),
-    MasterState.RUNNING: frozenset({MasterState.RELOADING, MasterState.STOPPING}),
-    MasterState.RELOADING: frozenset(
-        {MasterState.RUNNING, MasterState.RELOADING, MasterState.STOPPING}
-    ),
-    MasterState.STOPPING: frozenset(),
-}
 
 #: Entry point run in a forked worker: (channel, slot, generation) -> exit code.
 WorkerEntry = Callable[[socket.socket, int, int], int]
@@ -125,10 +109,7 @@ class Master:
     # --- lifecycle -------------------------------------------------------------------
 
     def set_state(self, new: MasterState) -> None:
-        if new not in _MASTER_TRANSITIONS[self.state]:
-            raise InvalidMasterTransition(
-                f"master cannot go from {self.state.value} to {new.value}"
-            )
+        check_master_transition(self.state, new)
         self.state = new
 
     def _emit(self, event: str) -> None:

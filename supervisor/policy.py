@@ -5,6 +5,10 @@ Nothing here touches a process, a signal or a clock: the master passes in what i
 actions plus the next moment something will be due. That keeps every rule (timeouts,
 backoff, rolling replacement, limits) testable with a fake clock.
 
+:func:`decide` and its steps are here; the states, limits and target shape they read are
+in :mod:`corral.supervisor.model`, and the judgement of a worker's exit with its crash
+backoff in :mod:`corral.supervisor.exits`. Every one of those names is importable from here.
+
 The rules in one place:
 
 - Slots ``1..N`` of the current generation each want one *holder*: a BOOTING or READY
@@ -29,158 +33,72 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import TYPE_CHECKING, Protocol
 
-from corral.errors import ExitCode
+from corral.supervisor.exits import (
+    BACKOFF_BASE,
+    BACKOFF_CAP,
+    QUICK_CRASH,
+    ExitKind,
+    ExitVerdict,
+    backoff_delay,
+    judge_exit,
+)
+from corral.supervisor.model import (
+    ABORT_GRACE,
+    DRAIN_MARGIN,
+    FAST_STOP_GRACE,
+    WORKER_TRANSITIONS,
+    Backoff,
+    InvalidTransition,
+    Limits,
+    StopMode,
+    Target,
+    WorkerState,
+    WorkerView,
+    check_transition,
+    is_booting,
+    is_live,
+    limits_from,
+)
 
-if TYPE_CHECKING:
-    from corral.config import Config
+__all__ = [
+    "ABORT_GRACE",
+    "BACKOFF_BASE",
+    "BACKOFF_CAP",
+    "DRAIN_MARGIN",
+    "FAST_STOP_GRACE",
+    "MEMORY_HARD_FACTOR",
+    "QUICK_CRASH",
+    "WORKER_TRANSITIONS",
+    "Abort",
+    "Action",
+    "Backoff",
+    "Decision",
+    "Drain",
+    "ExitKind",
+    "ExitVerdict",
+    "InvalidTransition",
+    "Kill",
+    "Limits",
+    "Quit",
+    "Retire",
+    "Spawn",
+    "StopMode",
+    "Target",
+    "WorkerState",
+    "WorkerView",
+    "backoff_delay",
+    "check_transition",
+    "decide",
+    "is_holder",
+    "is_live",
+    "judge_exit",
+    "limits_from",
+    "reload_complete",
+]
 
-#: SIGABRT -> SIGKILL grace: faulthandler writes the stacks in milliseconds; a second or
-#: two also covers a loaded machine. Longer would only keep a hung worker's sockets busy.
-ABORT_GRACE = 3.0
-#: Margin added to graceful + lifespan-shutdown timeouts before a draining worker is
-#: killed: the worker enforces those timeouts itself; this covers exiting the interpreter.
-DRAIN_MARGIN = 5.0
-#: After SIGQUIT (fast stop) a worker cancels everything at once; this bounds the wait.
-FAST_STOP_GRACE = 3.0
-#: A worker that dies sooner than this after starting counts as a quick crash; repeated
-#: quick crashes back off. Ten seconds separates crash loops from a rare crash under load.
-QUICK_CRASH = 10.0
-#: Backoff after the second quick crash in a row, doubling each time up to the cap.
-BACKOFF_BASE = 0.5
-BACKOFF_CAP = 30.0
 #: Memory at this multiple of the limit is killed at once instead of drained.
 MEMORY_HARD_FACTOR = 1.5
-
-
-class WorkerState(Enum):
-    """Where one worker process is in its life, as the master sees it."""
-
-    BOOTING = "booting"
-    READY = "ready"
-    DRAINING = "draining"
-    QUITTING = "quitting"
-    ABORTING = "aborting"
-    KILLED = "killed"
-
-
-class StopMode(Enum):
-    NONE = "none"
-    GRACEFUL = "graceful"
-    FAST = "fast"
-
-
-class InvalidTransition(RuntimeError):
-    """A state change that the lifecycle does not allow."""
-
-
-#: Allowed worker state changes. Exit (reaping) can happen from any state.
-WORKER_TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
-    WorkerState.BOOTING: frozenset(
-        {
-            WorkerState.READY,
-            WorkerState.DRAINING,
-            WorkerState.QUITTING,
-            WorkerState.ABORTING,
-            WorkerState.KILLED,
-        }
-    ),
-    WorkerState.READY: frozenset(
-        {WorkerState.DRAINING, WorkerState.QUITTING, WorkerState.ABORTING, WorkerState.KILLED}
-    ),
-    WorkerState.DRAINING: frozenset(
-        {WorkerState.QUITTING, WorkerState.ABORTING, WorkerState.KILLED}
-    ),
-    WorkerState.QUITTING: frozenset({WorkerState.KILLED}),
-    WorkerState.ABORTING: frozenset({WorkerState.KILLED}),
-    WorkerState.KILLED: frozenset(),
-}
-
-
-def check_transition(old: WorkerState, new: WorkerState) -> None:
-    if new not in WORKER_TRANSITIONS[old]:
-        raise InvalidTransition(f"worker cannot go from {old.value} to {new.value}")
-
-
-class WorkerView(Protocol):
-    """What the policy reads about one live (not yet reaped) worker."""
-
-    @property
-    def pid(self) -> int: ...
-    @property
-    def slot(self) -> int: ...
-    @property
-    def generation(self) -> int: ...
-    @property
-    def state(self) -> WorkerState: ...
-    @property
-    def started_at(self) -> float: ...
-    @property
-    def last_beat(self) -> float: ...
-    @property
-    def deadline(self) -> float:
-        """Boot deadline (BOOTING), drain deadline (DRAINING/QUITTING), kill time (ABORTING)."""
-        ...
-
-    @property
-    def booted(self) -> bool:
-        """Whether it ever reported READY (an aborted worker may or may not have)."""
-        ...
-
-    @property
-    def retire_reason(self) -> str | None: ...
-    @property
-    def memory_mib(self) -> float | None: ...
-
-
-@dataclass(frozen=True)
-class Limits:
-    healthcheck: float = 30.0
-    boot: float = 60.0
-    #: graceful-shutdown + lifespan-shutdown timeouts + DRAIN_MARGIN
-    drain: float = 45.0
-    #: When a drain's graceful part is over (graceful timeout + shutdown delay + 1 s): a
-    #: worker still over the memory limit then is killed rather than left to shut down.
-    graceful: float = 31.0
-    memory_mib: float | None = None
-    abort_grace: float = ABORT_GRACE
-    fast_stop_grace: float = FAST_STOP_GRACE
-
-
-@dataclass(frozen=True)
-class Target:
-    """The shape the pool should have."""
-
-    workers: int
-    generation: int
-    #: The generation being replaced while a reload is in progress.
-    reload_from: int | None = None
-    stop: StopMode = StopMode.NONE
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Consecutive quick crashes and the earliest time the next spawn may happen."""
-
-    streak: int = 0
-    not_before: float = 0.0
-
-
-def limits_from(config: Config) -> Limits:
-    """The limits a Config sets (drain = graceful + lifespan + shutdown delay + margin)."""
-    drain = config.timeout_graceful_shutdown + config.timeout_lifespan_shutdown
-    drain += config.timeout_shutdown_delay + DRAIN_MARGIN
-    return Limits(
-        healthcheck=config.timeout_worker_healthcheck,
-        boot=config.timeout_worker_boot,
-        drain=drain,
-        graceful=config.timeout_graceful_shutdown + config.timeout_shutdown_delay + 1.0,
-        memory_mib=None
-        if config.limit_worker_memory is None
-        else float(config.limit_worker_memory),
-    )
 
 
 # --- actions ---------------------------------------------------------------------------
@@ -242,11 +160,6 @@ class Decision:
     def due(self, when: float) -> None:
         if self.next_deadline is None or when < self.next_deadline:
             self.next_deadline = when
-
-
-def is_live(state: WorkerState) -> bool:
-    """Serving or about to serve (not on its way out)."""
-    return state in (WorkerState.BOOTING, WorkerState.READY)
 
 
 def is_holder(worker: WorkerView, target: Target) -> bool:
@@ -367,7 +280,7 @@ def _spawns(
             continue
         if w.state is WorkerState.READY:
             ready += 1
-        elif w.state is WorkerState.BOOTING or (w.state is WorkerState.ABORTING and not w.booted):
+        elif is_booting(w):
             booting += 1  # a boot being aborted still counts until its exit is judged
         if is_holder(w, target) and w.pid not in retiring_now:
             held.add(w.slot)
@@ -384,14 +297,13 @@ def _spawns(
 
 
 def _surplus(workers: Sequence[WorkerView], target: Target, decision: Decision) -> None:
-    busy = _acted_on(decision)
     retiring_now = {a.pid for a in decision.actions if isinstance(a, Retire)}
-    ready_count = sum(
-        1 for w in workers if w.state is WorkerState.READY and w.pid not in busy - retiring_now
-    )
+    # Workers already on their way out this turn; one just marked for retirement still serves.
+    leaving = _acted_on(decision) - retiring_now
+    ready_count = sum(1 for w in workers if w.state is WorkerState.READY and w.pid not in leaving)
     extras: list[WorkerView] = []
     for w in workers:
-        if w.pid in busy - retiring_now or not is_live(w.state):
+        if w.pid in leaving or not is_live(w.state):
             continue
         if is_holder(w, target) and w.pid not in retiring_now:
             continue
@@ -416,63 +328,6 @@ def _surplus_reason(w: WorkerView, target: Target) -> str:
     if w.generation != target.generation:
         return f"replaced by generation {target.generation}"
     return "pool shrunk"
-
-
-# --- exits -----------------------------------------------------------------------------
-
-
-class ExitKind(Enum):
-    #: The master asked for it (drain, quit, kill): nothing to do.
-    EXPECTED = "expected"
-    #: Died while serving without being asked (or was aborted as hung).
-    CRASH = "crash"
-    #: Died before it ever reported READY.
-    BOOT_FAILURE = "boot failure"
-
-
-@dataclass(frozen=True)
-class ExitVerdict:
-    kind: ExitKind
-    backoff: Backoff
-    #: Stop the master with this code (boot failure before any worker was ever READY).
-    halt: ExitCode | None = None
-    #: The new generation failed to boot: keep the old one, end the reload.
-    abandon_reload: bool = False
-    #: Seconds until the next spawn may happen, when a backoff was started (for the log).
-    delay: float = 0.0
-
-
-def backoff_delay(streak: int) -> float:
-    """No delay for the first quick crash, then 0.5 s doubling up to 30 s."""
-    if streak <= 1:
-        return 0.0
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** (streak - 2))
-
-
-def judge_exit(
-    worker: WorkerView,
-    target: Target,
-    backoff: Backoff,
-    ever_ready: bool,
-    now: float,
-) -> ExitVerdict:
-    """Classify a reaped worker's exit and what follows from it."""
-    if worker.state in (WorkerState.DRAINING, WorkerState.QUITTING, WorkerState.KILLED):
-        return ExitVerdict(ExitKind.EXPECTED, backoff)
-    if target.stop is not StopMode.NONE:
-        return ExitVerdict(ExitKind.EXPECTED, backoff)
-    booting = worker.state is WorkerState.BOOTING or (
-        worker.state is WorkerState.ABORTING and not worker.booted
-    )
-    if booting and not ever_ready:
-        return ExitVerdict(ExitKind.BOOT_FAILURE, backoff, halt=ExitCode.APP_FAILED)
-    if booting and target.reload_from is not None and worker.generation == target.generation:
-        return ExitVerdict(ExitKind.BOOT_FAILURE, Backoff(), abandon_reload=True)
-    quick = now - worker.started_at < QUICK_CRASH
-    streak = backoff.streak + 1 if quick else 1
-    delay = backoff_delay(streak)
-    kind = ExitKind.BOOT_FAILURE if booting else ExitKind.CRASH
-    return ExitVerdict(kind, Backoff(streak, now + delay), delay=delay)
 
 
 def reload_complete(workers: Sequence[WorkerView], target: Target) -> bool:

@@ -1,0 +1,84 @@
+"""Judging a reaped worker's exit, and the crash-loop backoff: pure, like the policy.
+
+- An exit the master asked for (drain, fast stop, kill), or any exit during a stop, is
+  expected: nothing follows from it.
+- A boot failure before any worker was ever READY halts the master (exit 3): the app
+  cannot start, and retrying would only repeat the failure.
+- A boot failure of the new generation during a reload abandons the reload: the old
+  generation keeps serving.
+- Otherwise quick repeated crashes back off exponentially.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from corral.errors import ExitCode
+from corral.supervisor.model import (
+    Backoff,
+    StopMode,
+    Target,
+    WorkerState,
+    WorkerView,
+    is_booting,
+)
+
+#: A worker that dies sooner than this after starting counts as a quick crash; repeated
+#: quick crashes back off. Ten seconds separates crash loops from a rare crash under load.
+QUICK_CRASH = 10.0
+#: Backoff after the second quick crash in a row, doubling each time up to the cap.
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 30.0
+
+
+class ExitKind(Enum):
+    #: The master asked for it (drain, quit, kill): nothing to do.
+    EXPECTED = "expected"
+    #: Died while serving without being asked (or was aborted as hung).
+    CRASH = "crash"
+    #: Died before it ever reported READY.
+    BOOT_FAILURE = "boot failure"
+
+
+@dataclass(frozen=True)
+class ExitVerdict:
+    kind: ExitKind
+    backoff: Backoff
+    #: Stop the master with this code (boot failure before any worker was ever READY).
+    halt: ExitCode | None = None
+    #: The new generation failed to boot: keep the old one, end the reload.
+    abandon_reload: bool = False
+    #: Seconds until the next spawn may happen, when a backoff was started (for the log).
+    delay: float = 0.0
+
+
+def backoff_delay(streak: int) -> float:
+    """No delay for the first quick crash, then 0.5 s doubling up to 30 s."""
+    if streak <= 1:
+        return 0.0
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** (streak - 2))
+
+
+def judge_exit(
+    worker: WorkerView,
+    target: Target,
+    backoff: Backoff,
+    ever_ready: bool,
+    now: float,
+) -> ExitVerdict:
+    """Classify a reaped worker's exit and what follows from it."""
+    if worker.state in (WorkerState.DRAINING, WorkerState.QUITTING, WorkerState.KILLED):
+        return ExitVerdict(ExitKind.EXPECTED, backoff)
+    if target.stop is not StopMode.NONE:
+        return ExitVerdict(ExitKind.EXPECTED, backoff)
+    booting = is_booting(worker)
+    if booting and not ever_ready:
+        return ExitVerdict(ExitKind.BOOT_FAILURE, backoff, halt=ExitCode.APP_FAILED)
+    if booting and target.reload_from is not None and worker.generation == target.generation:
+        return ExitVerdict(ExitKind.BOOT_FAILURE, Backoff(), abandon_reload=True)
+    quick = now - worker.started_at < QUICK_CRASH
+    streak = backoff.streak + 1 if quick else 1
+    delay = backoff_delay(streak)
+    kind = ExitKind.BOOT_FAILURE if booting else ExitKind.CRASH
+    return ExitVerdict(kind, Backoff(streak, now + delay), delay=delay)
