@@ -163,3 +163,21 @@ def test_drain_closes_silent_idle_connection_after_grace():
         timer.cancel()
         protocol._on_timeout()  # what the grace timer runs when it fires
         assert transport.closed
+
+
+def test_websocket_upgrade_while_draining_gets_503():
+    """A WebSocket upgrade on a draining connection is refused with 503 and close, not
+    accepted only to be cut at the drain deadline."""
+
+    async def steps(protocol: HTTP1Protocol, transport: FakeTransport) -> None:
+        protocol.start_drain()
+        protocol.data_received(
+            b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await settle()
+        assert transport.written.startswith(b"HTTP/1.1 503 ")
+        assert b"connection: close" in transport.written.lower()
+        assert transport.closed
+
+    asyncio.run(run_protocol(apps.hello, steps))

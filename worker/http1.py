@@ -226,16 +226,17 @@ class HTTP1Protocol(asyncio.Protocol):
         self._requests += 1
         state = self.state
         # While stopping (--timeout-shutdown-delay), every response says Connection: close.
-        keep_alive = self._request_keep_alive = head.keep_alive and not (
-            state.draining or self._draining
-        )
+        draining = state.draining or self._draining
+        keep_alive = self._request_keep_alive = head.keep_alive and not draining
         limit = state.limit_concurrency
         over_limit = limit is not None and state.over_limit()
         upgrade = head.upgrade
-        if upgrade is not None and upgrade == b"websocket" and self._ws and not over_limit:
-            self._upgrade_head = head
-            self._to(ConnState.UPGRADED)
-            return True
+        if upgrade is not None and upgrade == b"websocket" and self._ws:
+            if not (over_limit or draining):
+                self._upgrade_head = head
+                self._to(ConnState.UPGRADED)
+                return True
+            over_limit = True  # a WebSocket opened now would only be cut at the deadline: 503
         http10 = head.http_version == "1.0"
         cycle = RequestCycle(
             self,
