@@ -7,6 +7,8 @@ reports (a heartbeat timeout, a boot or drain deadline, the end of a backoff, th
 memory sample or file-watch poll), so it never sleeps to poll.
 
 All decisions come from :mod:`corral.supervisor.policy`; this module carries them out.
+What a signal or a worker's exit leads to is in :mod:`corral.supervisor.events`, the
+steps of a reload and the --preload re-exec in :mod:`corral.supervisor.generations`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import selectors
-import signal
 import socket
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.errors import CorralError, ExitCode
 from corral.logging import TRACE_LEVEL
-from corral.supervisor import memory
+from corral.supervisor import events, generations, memory
 from corral.supervisor.model import (
     InvalidMasterTransition,
     MasterState,
@@ -31,15 +32,10 @@ from corral.supervisor.model import (
 from corral.supervisor.policy import (
     Action,
     Backoff,
-    ExitKind,
     Spawn,
-    StopMode,
     Target,
-    WorkerState,
     decide,
-    judge_exit,
     limits_from,
-    reload_complete,
 )
 from corral.supervisor.pool import (
     MASTER_SIGNALS,
@@ -50,8 +46,6 @@ from corral.supervisor.pool import (
     describe_exit,
     fork_worker,
     reap,
-    reexec_in_place,
-    send_signal,
     set_title,
 )
 from corral.supervisor.signals import SignalInbox
@@ -112,12 +106,21 @@ class Master:
         check_master_transition(self.state, new)
         self.state = new
 
-    def _emit(self, event: str) -> None:
+    def emit(self, event: str) -> None:
+        """Tell every hook (sd_notify and the like) that ``event`` happened."""
         for hook in self.hooks:
             try:
                 hook(event, self)
             except Exception:
                 logger.exception("master hook failed on %s", event)
+
+    def begin_reload(self) -> None:
+        """Start a ready-gated rolling replacement (see :mod:`corral.supervisor.generations`)."""
+        generations.begin_reload(self)
+
+    def adopt(self, handles: list[WorkerHandle], replace: bool = True) -> None:
+        """Take over the previous master image's workers (after a --preload re-exec)."""
+        generations.adopt(self, handles, replace)
 
     def _close_in_child(self) -> None:
         """In a fresh worker: drop every fd that belongs to the master or to siblings.
@@ -148,7 +151,7 @@ class Master:
     def _loop(self) -> None:
         while True:
             now = self.clock()
-            self._handle_signals(now)
+            events.handle_signals(self)
             self._reap(now)
             if self.state is MasterState.STOPPING and not self.workers:
                 return
@@ -159,80 +162,6 @@ class Master:
             for key, _ in self.selector.select(timeout):
                 if key.data is not None:
                     self._read_channel(key.data)
-
-    # --- signals ---------------------------------------------------------------------
-
-    def _handle_signals(self, now: float) -> None:
-        for signum in self.inbox.take():
-            if signum == signal.SIGCHLD:
-                continue  # reaping follows right after
-            if signum in (signal.SIGTERM, signal.SIGINT):
-                if self.state is MasterState.STOPPING:
-                    logger.info("Second %s: stopping at once", signal.Signals(signum).name)
-                    self._stop(StopMode.FAST)
-                else:
-                    self._stop(StopMode.GRACEFUL)
-            elif signum == signal.SIGQUIT:
-                self._stop(StopMode.FAST)
-            elif signum == signal.SIGHUP:
-                logger.info("Received SIGHUP: reloading workers")
-                self.begin_reload()
-            elif signum == signal.SIGTTIN:
-                self._resize(self.target.workers + 1)
-            elif signum == signal.SIGTTOU:
-                self._resize(max(1, self.target.workers - 1))
-            elif signum == signal.SIGUSR1:
-                self._reopen_logs()
-
-    def _stop(self, mode: StopMode) -> None:
-        if self.state is not MasterState.STOPPING:
-            self.set_state(MasterState.STOPPING)
-            logger.info(
-                "Shutting down: %s stop of %d worker(s)",
-                "fast" if mode is StopMode.FAST else "graceful",
-                len(self.workers),
-            )
-            self._emit("stopping")
-        if mode is StopMode.FAST or self.target.stop is StopMode.NONE:
-            self.target = Target(self.target.workers, self.target.generation, stop=mode)
-
-    def _resize(self, count: int) -> None:
-        if self.state is MasterState.STOPPING or count == self.target.workers:
-            return
-        logger.info("Changing the number of workers from %d to %d", self.target.workers, count)
-        self.target = Target(count, self.target.generation, self.target.reload_from)
-
-    def _reopen_logs(self) -> None:
-        try:
-            from corral.logging import reopen_logs
-
-            reopen_logs()
-        except Exception:
-            logger.exception("Reopening log files failed")
-        for pid in self.workers:
-            send_signal(pid, signal.SIGUSR1)
-        logger.info("Reopened log files")
-
-    def begin_reload(self) -> None:
-        """Start a ready-gated rolling replacement with a new generation.
-
-        With --preload the app lives in the master's own memory, so new code needs a new
-        master: it re-executes itself in place (same pid) and adopts the old workers.
-        """
-        if self.state is MasterState.STOPPING:
-            return
-        if self.config.preload:
-            self._reexec()  # returns only if the exec failed
-        generation = self.next_generation
-        self.next_generation += 1
-        self.set_state(MasterState.RELOADING)
-        # A HUP during a reload supersedes the generation still booting; what must keep
-        # serving if the newest one fails is the generation that served before either.
-        serving = self.target.reload_from
-        if serving is None:
-            serving = self.target.generation
-        self.target = Target(self.target.workers, generation, reload_from=serving)
-        self._emit("reloading")
 
     # --- workers ---------------------------------------------------------------------
 
@@ -245,41 +174,7 @@ class Master:
             if handle.channel is not None:
                 self._read_channel(handle)  # last words (FATAL) may still be queued
                 self._unregister(handle)
-            self._on_exit(handle, status, now)
-
-    def _on_exit(self, handle: WorkerHandle, status: int, now: float) -> None:
-        verdict = judge_exit(handle, self.target, self.backoff, self.ever_ready, now)
-        self.backoff = verdict.backoff
-        how = describe_exit(status)
-        if verdict.kind is ExitKind.EXPECTED:
-            logger.info("Worker %d (pid %d) %s", handle.slot, handle.pid, how)
-            return
-        logger.error("Worker %d (pid %d) %s (%s)", handle.slot, handle.pid, how, verdict.kind.value)
-        self._emit("worker-failed")
-        if verdict.halt is not None:
-            if self.state is not MasterState.STOPPING:
-                logger.error("Application failed to start: no worker ever became ready")
-                self.exit_code = verdict.halt
-                self._stop(StopMode.FAST)
-            return
-        if verdict.abandon_reload and self.target.reload_from is not None:
-            old = self.target.reload_from
-            logger.error(
-                "Generation %d failed to boot; generation %d keeps serving"
-                " (fix the code and send SIGHUP to retry)",
-                self.target.generation,
-                old,
-            )
-            self.target = Target(self.target.workers, old)
-            self.set_state(MasterState.RUNNING)
-            self._emit("reload-failed")
-            return
-        if verdict.delay > 0:
-            logger.warning(
-                "Workers crashed %d times in a row; next start in %.1fs",
-                verdict.backoff.streak,
-                verdict.delay,
-            )
+            events.on_exit(self, handle, status, now)
 
     def _unregister(self, handle: WorkerHandle) -> None:
         if handle.channel is not None:
@@ -316,7 +211,7 @@ class Master:
             decision = decide(
                 list(self.workers.values()), self.target, self.limits, self.backoff, now
             )
-        self._check_progress()
+        generations.check_progress(self)
         deadlines = [decision.next_deadline]
         if self.limits.memory_mib is not None and self.workers:
             deadlines.append(self._next_sample)
@@ -326,20 +221,6 @@ class Master:
             deadlines.append(self.notifier.update(self))
         known = [d for d in deadlines if d is not None]
         return min(known) if known else None
-
-    def _check_progress(self) -> None:
-        if self.state not in (MasterState.STARTING, MasterState.RELOADING):
-            return
-        if reload_complete(list(self.workers.values()), self.target):
-            if self.state is MasterState.RELOADING:
-                logger.info(
-                    "Reload complete: generation %d serving with %d worker(s)",
-                    self.target.generation,
-                    self.target.workers,
-                )
-            self.target = Target(self.target.workers, self.target.generation)
-            self.set_state(MasterState.RUNNING)
-            self._emit("ready")
 
     def _apply(self, action: Action, now: float) -> None:
         if isinstance(action, Spawn):
@@ -386,48 +267,6 @@ class Master:
             more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
             logger.warning("Detected changes in %s%s. Reloading...", names, more)
             self.begin_reload()
-
-    # --- re-exec in place (--preload reload) -----------------------------------------
-
-    def adopt(self, handles: list[WorkerHandle], replace: bool = True) -> None:
-        """Take over the previous master image's workers and (normally) replace them.
-
-        ``replace=False`` when the new image could not load the app: the adopted workers
-        stay the serving generation, and a later SIGHUP tries again.
-        """
-        if not handles:
-            return
-        old = max(h.generation for h in handles)
-        for handle in handles:
-            handle.generation = old
-            self.workers[handle.pid] = handle
-        self.ever_ready = True
-        self.next_generation = old + 2
-        if not replace:
-            logger.error(
-                "The new code failed to load; generation %d keeps serving"
-                " (fix the code and send SIGHUP to retry)",
-                old,
-            )
-            self.target = Target(self.target.workers, old)
-            return
-        self.set_state(MasterState.RELOADING)
-        self.target = Target(self.target.workers, old + 1, reload_from=old)
-        logger.info(
-            "Adopted %d worker(s) of generation %d from before the re-exec; replacing them",
-            len(handles),
-            old,
-        )
-
-    def _reexec(self) -> None:
-        """Replace this process image with a fresh corral, same pid, same sockets."""
-        logger.info("Re-executing the master in place to load the new code (--preload)")
-        self._emit("reexec")
-        ready = [h for h in self.workers.values() if h.state is WorkerState.READY]
-        try:
-            reexec_in_place(self.listeners, ready)
-        except OSError as exc:
-            logger.error("Re-executing the master failed (%s); reloading workers only", exc)
 
 
 def _worker_entry(config: Config, listeners: list[Listener], app: Any) -> WorkerEntry:
