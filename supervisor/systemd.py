@@ -11,7 +11,8 @@ import os
 from collections import deque
 from typing import TYPE_CHECKING
 
-from corral.supervisor.policy import WorkerState, reload_complete
+from corral.supervisor.model import MasterState, WorkerState
+from corral.supervisor.policy import reload_complete
 from corral.supervisor.sdnotify import (
     EXTEND_MARGIN,
     EXTEND_RESEND,
@@ -108,20 +109,20 @@ class MasterNotifier:
             self.failures.popleft()
         workers = list(master.workers.values())
         text = self.status_for(master)
-        state = master.state.value
+        state = master.state
         notifier = self.notifier
-        if state == "stopping":
+        if state is MasterState.STOPPING:
             notifier.stopping(text)
-        elif state == "reloading" and notifier.state is NotifyState.READY:
+        elif state is MasterState.RELOADING and notifier.state is NotifyState.READY:
             notifier.reloading(text)
         elif (
-            state == "running"
+            state is MasterState.RUNNING
             and notifier.state is not NotifyState.READY
             and reload_complete(workers, master.target)
         ):
             notifier.ready(text)
         notifier.status(text)
-        if state == "stopping":
+        if state is MasterState.STOPPING:
             leaving = (WorkerState.DRAINING, WorkerState.QUITTING, WorkerState.ABORTING)
             deadlines = [w.deadline for w in workers if w.state in leaving]
         else:
@@ -131,7 +132,7 @@ class MasterNotifier:
         return notifier.next_deadline()
 
     def status_for(self, master: Master) -> str:
-        if master.state.value == "stopping":
+        if master.state is MasterState.STOPPING:
             left = len(master.workers)
             return f"Stopping: {left} worker{'s' if left != 1 else ''} still running"
         target = master.target
@@ -141,7 +142,7 @@ class MasterNotifier:
             if w.state is WorkerState.READY and w.generation == target.generation
         )
         text = status_text(ready, target.workers, target.generation, len(self.failures))
-        return f"Reloading: {text}" if master.state.value == "reloading" else text
+        return f"Reloading: {text}" if master.state is MasterState.RELOADING else text
 
 
 class SingleProcessNotifier:
