@@ -74,10 +74,11 @@ def resize(master: Master, count: int) -> None:
 
 
 def reopen_logs(master: Master) -> None:
+    """Reopen the master's log files, then have every worker reopen its own."""
     try:
-        from corral.logging import reopen_logs
+        from corral.logging import reopen_logs as reopen_own_logs
 
-        reopen_logs()
+        reopen_own_logs()
     except Exception:
         logger.exception("Reopening log files failed")
     for pid in master.workers:
