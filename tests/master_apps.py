@@ -248,13 +248,22 @@ def write_app(path: Any, version: str, broken: bool = False) -> None:
     """Write the versioned app module; ``broken`` makes its import raise."""
     extra = 'raise RuntimeError("this version is broken")' if broken else ""
     text = VERSIONED_APP.format(version=version, extra=extra)
+    try:
+        previous = os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        previous = None
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
     os.replace(tmp, path)  # atomic: a worker importing meanwhile sees old or new, never half
     stamp = os.stat(path)
-    # Make the change visible to mtime-based checks even within one timestamp tick.
-    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))
+    if previous is not None:
+        # A .pyc records its source's mtime in whole seconds (and its size, which versions
+        # share), so a rewrite within the same second would import the stale bytecode. Move
+        # the new mtime into a later whole second than the previous one.
+        second = 1_000_000_000
+        mtime = max(stamp.st_mtime_ns, (previous // second + 1) * second)
+        os.utime(path, ns=(stamp.st_atime_ns, mtime))
 
 
 def get(port: int, path: str = "/", timeout: float = 10.0) -> tuple[int, str]:

@@ -312,7 +312,8 @@ def test_reload_flag_picks_up_an_edit(serve: Any, tmp_path: Path) -> None:
     assert get(s.port)[1].startswith("version=1")
     write_app(tmp_path / "versioned.py", "2")
     s.wait_log("Reload complete", timeout=20)
-    assert get(s.port)[1].startswith("version=2")
+    # The old worker may take a connection until it reads its DRAIN; then only v2 answers.
+    wait_until(lambda: get(s.port)[1].startswith("version=2"), 10, "edited code served")
 
 
 def test_second_term_stops_at_once(serve: Any) -> None:
