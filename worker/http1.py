@@ -2,84 +2,58 @@
 
 It owns the connection's state (:class:`ConnState`), its one timer (fresh-connection and
 request-head timeout, body stall timeout, keep-alive idle timeout), the pipeline of parsed
-requests answered strictly in order, and the hand-off of WebSocket upgrades. Everything that
-happens inside one request lives in :class:`~corral.worker.cycle.RequestCycle`.
+requests answered strictly in order, and the hand-off of WebSocket upgrades. This module is
+the per-request hot path; the timeouts, failed reads, closing, drain, shutdown and hand-off
+live in its base class, :class:`~corral.worker.http1_ending.ConnectionEnding`. Everything
+that happens inside one request lives in :class:`~corral.worker.cycle.RequestCycle`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from corral.tls import tls_extension
 from corral.worker.asgi import HTTP_SPEC_VERSION
 from corral.worker.builtin_apps import HealthCheck, overloaded_app
-from corral.worker.connstate import ConnState, InvalidTransition, check_transition
+from corral.worker.connstate import ConnState, InvalidTransition
 from corral.worker.cycle import RequestCycle
 from corral.worker.flow import PAUSE_BODY, PAUSE_PIPELINE, FlowControl
+from corral.worker.http1_ending import DRAIN_GRACE, LINGER, ConnectionEnding
 from corral.worker.parsers import ParseError, ParserLimits, RequestHead, make_parser
 from corral.worker.proxy_headers import apply_to_scope
-from corral.worker.writer import simple_response
 
 if TYPE_CHECKING:
     from corral.worker.asgi import ASGIApp
     from corral.worker.edge import Proxied
     from corral.worker.parsers import RequestParser
-    from corral.worker.state import ServerState, ShutdownReason
+    from corral.worker.state import ServerState
 
-logger = logging.getLogger("corral.error")
-
+__all__ = ["DRAIN_GRACE", "LINGER", "ConnState", "HTTP1Protocol"]
 
 _ASGI = {"version": "3.0", "spec_version": HTTP_SPEC_VERSION}
-#: How long a connection accepted but still silent when the drain starts may take to send
-#: its first request: bytes already on the way arrive within a round trip, and a second
-#: bounds the drain for clients (browser preconnects) that would send nothing at all.
-DRAIN_GRACE = 1.0
-#: How long a connection closed on an error keeps draining the client's input (see
-#: close_connection): long enough for the answer to be read, short enough to bound the cost.
-LINGER = 2.0
 # Hot-path aliases: identity checks against these avoid Enum attribute and hash lookups.
 _IDLE, _HEAD, _BODY = ConnState.IDLE, ConnState.HEAD, ConnState.BODY
 
 
-class HTTP1Protocol(asyncio.Protocol):
-    """One HTTP/1.1 connection."""
+class HTTP1Protocol(ConnectionEnding):
+    """One HTTP/1.1 connection (its cold half is the base class, in http1_ending)."""
 
     # Slots: an idle keep-alive connection costs a few hundred bytes less without a __dict__.
     __slots__ = (
-        "_active",
-        "_body_timeout",
-        "_draining",
-        "_head_timeout",
         "_health",
-        "_keep_alive_timeout",
-        "_last_body",
         "_limits",
-        "_loop",
         "_parser_kind",
-        "_parsing",
-        "_pending_error",
         "_proxied",
-        "_queue",
         "_request_keep_alive",
-        "_requests",
         "_root_path",
         "_root_path_raw",
-        "_st",
-        "_timer",
         "_tls",
         "_trusted",
-        "_upgrade_head",
         "_ws",
-        "client",
-        "flow",
-        "parser",
         "scheme",
         "server",
-        "state",
-        "transport",
     )
 
     def __init__(
@@ -121,21 +95,6 @@ class HTTP1Protocol(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
         self.scheme = "http"
-
-    @property
-    def client_text(self) -> str:
-        """``host:port`` of the client for log lines (built only when something logs)."""
-        client = self.client
-        return f"{client[0]}:{client[1]}" if client else ""
-
-    # --- state ------------------------------------------------------------------------
-    def _to(self, new: ConnState) -> None:
-        self._st = check_transition(self._st, new)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
     # --- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -364,151 +323,3 @@ class HTTP1Protocol(asyncio.Protocol):
         """Nothing in flight and no byte of a next request: the keep-alive clock runs."""
         self._cancel_timer()
         self._timer = self._loop.call_later(self._keep_alive_timeout, self._on_timeout)
-
-    # --- timeouts -----------------------------------------------------------------------------
-    def _on_timeout(self) -> None:
-        self._timer = None
-        st = self._st
-        if st is ConnState.IDLE:
-            if self._active is None and not self._queue:
-                self.close_connection()  # keep-alive expired, or a silent fresh connection
-        elif st is ConnState.HEAD:
-            logger.info(
-                "Request head from %s not complete within %ss; sent 408",
-                self.client_text or "client",
-                self._head_timeout,
-            )
-            self._fail_reading(408, "request head timeout")
-        elif st is ConnState.BODY:
-            wait = self._last_body + self._body_timeout - self._loop.time()
-            if self.flow.read_paused:
-                wait = self._body_timeout  # corral paused reading; not the client's stall
-            if wait > 0:
-                self._timer = self._loop.call_later(wait, self._on_timeout)
-                return
-            logger.info(
-                "Request body from %s stalled for %ss; closing",
-                self.client_text or "client",
-                self._body_timeout,
-            )
-            self._fail_reading(408, "request body timeout")
-
-    def _fail_reading(self, status: int, reason: str) -> None:
-        """The request being read can't be completed: answer ``status`` if we still may."""
-        cycle = self._parsing
-        self._parsing = None
-        self._to(ConnState.FINISHED)
-        self._cancel_timer()
-        if cycle is None:  # the failure is in a head: answer after earlier responses
-            if self._active is None:
-                self._send_error(status, reason)
-            else:
-                self._pending_error = (status, reason)
-            return
-        if cycle is self._active:
-            if cycle.head_written:
-                self.close_connection()
-            else:
-                cycle.fail(status)
-            return
-        if self._active is None:
-            # Already answered (the app responded before its body arrived): nothing more
-            # may be sent for it, so just close rather than hold the connection forever.
-            self.close_connection()
-            return
-        # A pipelined request that never started: drop it, answer after the earlier ones.
-        self._queue = [item for item in self._queue if item[0] is not cycle]
-        cycle.on_disconnect()
-        self._pending_error = (status, reason)
-
-    def _on_parse_error(self, exc: ParseError) -> None:
-        logger.warning(
-            "Invalid HTTP request received (%s %s from %s).",  # uvicorn's words, then why
-            exc.status,
-            exc.reason,
-            self.client_text or "a client",
-        )
-        self._fail_reading(exc.status, exc.reason)
-
-    def _send_error(self, status: int, reason: str) -> None:
-        self._pending_error = None
-        if self._st is not ConnState.CLOSED:
-            self.transport.write(simple_response(status, self.state))
-            self.close_connection(linger=True)
-
-    # --- closing, draining, hand-off ------------------------------------------------------------
-    def close_connection(self, linger: bool = False) -> None:
-        """Close after the bytes already written; cycles see a disconnect from now on.
-
-        ``linger`` is for a client that may still be sending (an error answer, a body cut
-        short): closing a socket with unread input makes the kernel send a reset, which can
-        destroy the answer before the client reads it. So corral half-closes, drops what
-        still arrives, and closes when the client does or after :data:`LINGER` seconds.
-        """
-        if self._st is ConnState.CLOSED:
-            return
-        self._st = ConnState.CLOSED
-        self._cancel_timer()
-        for cycle in (self._active, self._parsing):
-            if cycle is not None:
-                cycle.on_disconnect()
-        transport = self.transport
-        if linger and not transport.is_closing() and transport.can_write_eof():
-            transport.write_eof()
-            self.flow.resume_reading(PAUSE_BODY | PAUSE_PIPELINE)
-            self._timer = self._loop.call_later(LINGER, transport.close)
-        else:
-            transport.close()
-
-    def start_drain(self) -> None:
-        self._draining = True
-        st = self._st
-        if st is ConnState.CLOSED:
-            return
-        active = self._active
-        if active is None and not self._queue and self._parsing is None:
-            if st is ConnState.IDLE or st is ConnState.HEAD:
-                # Fresh, idle keep-alive or mid-head: the client's next request may already
-                # be on the wire, and closing now would reset it (a busy client reuses its
-                # connection within microseconds). It is answered with Connection: close;
-                # a client that sends nothing more is closed after a short grace.
-                self._cancel_timer()
-                limit = self._keep_alive_timeout if st is ConnState.IDLE else self._head_timeout
-                grace = min(limit, DRAIN_GRACE) if self._requests else DRAIN_GRACE
-                self._timer = self._loop.call_later(grace, self._on_timeout)
-                return
-            self.close_connection()  # nothing in flight and nothing to read
-            return
-        if active is not None:
-            active.keep_alive = False  # its head says Connection: close if not yet sent
-        for cycle, _ in self._queue:
-            cycle.on_disconnect()
-        self._queue.clear()
-        if self._parsing is None or self._parsing is not active:
-            self._parsing = None
-            if st is not ConnState.FINISHED and st is not ConnState.UPGRADED:
-                self._to(ConnState.FINISHED)
-
-    def shutdown_now(self, reason: ShutdownReason) -> None:
-        if self._st is not ConnState.CLOSED:
-            active = self._active
-            if active is not None and not active.head_written:
-                active.fail(503)
-            self.close_connection()
-        self.transport.close()  # also ends a lingering close at once
-
-    def _try_handoff(self) -> None:
-        """Give the connection to the WebSocket protocol once earlier responses are out."""
-        head = self._upgrade_head
-        if head is None or self._st is not ConnState.UPGRADED:
-            return
-        if self._active is not None or self._queue:
-            self.flow.pause_reading(PAUSE_PIPELINE)
-            return
-        self._upgrade_head = None
-        self._cancel_timer()
-        self.flow.resume_reading(PAUSE_PIPELINE | PAUSE_BODY)
-        self.state.connections.discard(self)
-        from corral.worker.websocket import upgrade
-
-        upgrade(self.state, self.transport, self._scope(head), self.parser.unconsumed())
