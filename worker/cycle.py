@@ -4,7 +4,8 @@ The connection protocol (:mod:`corral.worker.http1`) creates a :class:`RequestCy
 request head, feeds it body bytes, and runs :meth:`RequestCycle.run_asgi` as a task. The
 cycle enforces ASGI message order, frames the response through
 :class:`~corral.worker.writer.ResponseFramer`, and turns app failures into a 500 (before the
-response started) or a closed connection (after).
+response started) or a closed connection (after). Its log lines are built in
+:mod:`corral.worker.cycle_log`.
 """
 
 from __future__ import annotations
@@ -14,36 +15,22 @@ import logging
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from corral.worker import cycle_log
+from corral.worker.cycle_log import log_access  # per response: one name lookup, not two
 from corral.worker.flow import PAUSE_BODY, READ_HIGH_WATER, ClientDisconnected, FlowControl
-from corral.worker.writer import (
-    BodyMode,
-    InvalidResponseHeader,
-    ResponseFramer,
-    simple_response,
-    status_text,
-)
+from corral.worker.writer import BodyMode, InvalidResponseHeader, ResponseFramer, simple_response
 
 if TYPE_CHECKING:
     from corral.worker.asgi import ASGIApp, Message
     from corral.worker.state import ServerState
 
 logger = logging.getLogger("corral.error")
-access_logger = logging.getLogger("corral.access")
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Bodies up to this size are joined to the head (or chunk framing) in one buffer; bigger
 #: ones go out with ``writelines``, which uvloop sends as one vectored write without
 #: copying the body (asyncio joins them, no worse than concatenating here).
 COALESCE_LIMIT = 16384
-
-_warned: set[str] = set()
-
-
-def _warn_once(key: str, message: str, *args: object) -> None:
-    """Log an app mistake once per process: a busy app repeating it must not flood logs."""
-    if key not in _warned:
-        _warned.add(key)
-        logger.warning(message, *args)
 
 
 class ResponseState(Enum):
@@ -259,16 +246,14 @@ class RequestCycle:
                 None if more else len(body),
             )
         except (InvalidResponseHeader, TypeError, ValueError, AttributeError) as exc:
-            logger.error(
-                "Refused the app's response for %s: %s; sent 500 instead", self._path(), exc
-            )
+            cycle_log.refused_response(self.scope, exc)
             self.resp = ResponseState.DISCARDING if more else ResponseState.COMPLETE
             self._answer(500)
             return
         self.framer = framer
         self.keep_alive = framer.keep_alive
         if conn.state.access_log:
-            self.log_access(self.status)
+            log_access(self.scope, conn, self.status)
         data = framer.frame(body, more)
         if data:
             if len(data) <= COALESCE_LIMIT:
@@ -278,7 +263,7 @@ class RequestCycle:
         else:
             conn.transport.write(head)
         if framer.dropped:
-            self._dropped_body()
+            cycle_log.dropped_body(self.scope, self.status)
         if framer.overflow:
             self._overflow()
         if more:
@@ -296,27 +281,14 @@ class RequestCycle:
         if data:
             self.conn.transport.write(data)
         if framer.dropped:
-            self._dropped_body()
+            cycle_log.dropped_body(self.scope, self.status)
         if framer.overflow and not overflow:
             self._overflow()
         if not more:
             self._finish()
 
-    def _dropped_body(self) -> None:
-        _warn_once(
-            "dropped",
-            "The app sent a body with a response that can't have one (%s %s); it was dropped."
-            " (Logged once.)",
-            self.scope["method"],
-            self.status,
-        )
-
     def _overflow(self) -> None:
-        logger.warning(
-            "Response body for %s is longer than its Content-Length; the excess was cut and"
-            " the connection will close.",
-            self._path(),
-        )
+        cycle_log.body_overflow(self.scope)
         self.keep_alive = False
 
     def _finish(self) -> None:
@@ -324,12 +296,7 @@ class RequestCycle:
         framer = self.framer
         if framer is not None and framer.mode is not BodyMode.NONE:
             if framer.short:
-                logger.warning(
-                    "Response body for %s is shorter than its Content-Length (%d bytes"
-                    " missing); closing the connection.",
-                    self._path(),
-                    framer.remaining,
-                )
+                cycle_log.body_short(self.scope, framer.remaining)
                 self.keep_alive = False
             elif framer.overflow or framer.mode is BodyMode.CLOSE:
                 self.keep_alive = False
@@ -344,7 +311,7 @@ class RequestCycle:
         if self.expect_continue:
             self.keep_alive = False  # the client may still send the body it announced
         if conn.state.access_log:
-            self.log_access(status)
+            log_access(self.scope, conn, status)
         conn.transport.write(simple_response(status, conn.state, close=not self.keep_alive))
         if self.resp is not ResponseState.DISCARDING:
             self.resp = ResponseState.COMPLETE
@@ -390,7 +357,7 @@ class RequestCycle:
 
     def _app_failed(self, exc: BaseException) -> None:
         if isinstance(exc, ClientDisconnected):
-            logger.debug("Client disconnected during %s", self._path())
+            logger.debug("Client disconnected during %s", cycle_log.request_target(self.scope))
             return
         logger.error("Exception in ASGI application\n", exc_info=exc)
         if self.disconnected:
@@ -400,28 +367,3 @@ class RequestCycle:
             self._answer(500)
         elif resp is ResponseState.STREAMING:
             self.conn.close_connection()
-
-    # --- logging -----------------------------------------------------------------------------
-    def _path(self) -> str:
-        scope = self.scope
-        path: str = scope["raw_path"].decode("latin-1")
-        if scope["query_string"]:
-            path += "?" + scope["query_string"].decode("latin-1")
-        return path
-
-    def log_access(self, status: int) -> None:
-        scope = self.scope
-        client = scope["client"]
-        conn = self.conn
-        if client is conn.client:
-            client_text = conn.client_text
-        else:  # rewritten from proxy headers
-            client_text = f"{client[0]}:{client[1]}" if client else ""
-        access_logger.info(
-            '%s - "%s %s HTTP/%s" %s',
-            client_text,
-            scope["method"],
-            self._path(),
-            scope["http_version"],
-            status_text(status),
-        )
