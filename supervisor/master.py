@@ -50,6 +50,7 @@ from corral.supervisor.pool import (
 )
 from corral.supervisor.signals import SignalInbox
 from corral.supervisor.systemd import MasterNotifier, Notifier
+from corral.worker.balance import LoadTable
 from corral.worker.channel import ChannelError
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class Master:
         *,
         watcher: Watcher | None = None,
         clock: Callable[[], float] = time.monotonic,
+        load_table: LoadTable | None = None,
     ) -> None:
         self.config = config
         self.listeners = listeners
@@ -99,6 +101,10 @@ class Master:
         self.hooks: list[Callable[[str, Master], None]] = []
         #: systemd notifications (a no-op without NOTIFY_SOCKET); set by run_master.
         self.notifier: MasterNotifier | None = None
+        #: Shared memory where workers publish their connection counts (made before any
+        #: fork); each worker's seat in it, by pid, freed when the worker is reaped.
+        self.load_table = load_table
+        self.seats: dict[int, int] = {}
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -168,6 +174,9 @@ class Master:
     def _reap(self, now: float) -> None:
         for pid, status in reap():
             handle = self.workers.pop(pid, None)
+            seat = self.seats.pop(pid, None)
+            if seat is not None and self.load_table is not None:
+                self.load_table.release(seat)
             if handle is None:
                 logger.debug("Reaped process %d (not a worker): %s", pid, describe_exit(status))
                 continue
@@ -231,15 +240,30 @@ class Master:
             carry_out(handle, action, self.limits, now)
 
     def _spawn(self, slot: int, generation: int, now: float) -> None:
-        handle = fork_worker(
-            slot,
-            generation,
-            now,
-            self.limits.boot,
-            self._close_in_child,
-            lambda sock: self.entry(sock, slot, generation),
-            title=f"corral: worker {slot} [{app_title(self.config.app)}]",
-        )
+        table = self.load_table
+        seat = table.claim() if table is not None else None
+
+        def enter(sock: socket.socket) -> int:
+            if table is not None:
+                table.sit(seat)  # in the child: this worker's seat
+            return self.entry(sock, slot, generation)
+
+        try:
+            handle = fork_worker(
+                slot,
+                generation,
+                now,
+                self.limits.boot,
+                self._close_in_child,
+                enter,
+                title=f"corral: worker {slot} [{app_title(self.config.app)}]",
+            )
+        except BaseException:
+            if table is not None and seat is not None:
+                table.release(seat)
+            raise
+        if seat is not None:
+            self.seats[handle.pid] = seat
         self.workers[handle.pid] = handle
         if handle.channel is not None:
             self.selector.register(handle.channel, selectors.EVENT_READ, handle)
@@ -269,11 +293,13 @@ class Master:
             self.begin_reload()
 
 
-def _worker_entry(config: Config, listeners: list[Listener], app: Any) -> WorkerEntry:
+def _worker_entry(
+    config: Config, listeners: list[Listener], app: Any, table: LoadTable | None = None
+) -> WorkerEntry:
     def entry(sock: socket.socket, slot: int, generation: int) -> int:
         from corral.worker.supervised import run_worker
 
-        return int(run_worker(config, listeners, sock, slot, generation, app))
+        return int(run_worker(config, listeners, sock, slot, generation, app, table))
 
     return entry
 
@@ -322,7 +348,14 @@ def run_master(config: Config, listeners: list[Listener]) -> ExitCode:
     for line in banner_lines(listeners):
         logger.info("%s", line)
     logger.info("Started parent process [%d]", os.getpid())
-    master = Master(config, listeners, _worker_entry(config, listeners, app), watcher=watcher)
+    table = LoadTable.create()  # before the first fork, so every worker shares it
+    master = Master(
+        config,
+        listeners,
+        _worker_entry(config, listeners, app, table),
+        watcher=watcher,
+        load_table=table,
+    )
     master.notifier = MasterNotifier(Notifier.from_environ())
     master.hooks.append(master.notifier.on_event)
     master.adopt(adopted, replace=loaded)

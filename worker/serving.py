@@ -15,6 +15,7 @@ import socket
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from corral.worker.balance import RETRY_DELAY, Balancer, balancer_for
 from corral.worker.edge import Edge, connect_edge
 from corral.worker.http1 import HTTP1Protocol
 from corral.worker.lifespan import Lifespan
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from corral.config import Config
     from corral.listeners import Listener
     from corral.worker.asgi import ASGIApp
+    from corral.worker.balance import LoadTable
 
 logger = logging.getLogger("corral.error")
 
@@ -52,7 +54,9 @@ class Acceptor:
 
     ``loop.create_server`` accepts until the queue is empty, so with several forked workers
     on one socket whichever wakes first takes every waiting connection. Taking at most
-    :attr:`batch` per wake-up leaves the rest to the siblings, which spreads the load.
+    :attr:`batch` per wake-up leaves the rest to the siblings, which spreads the load;
+    with a :class:`~corral.worker.balance.Balancer` a worker ahead of its least-loaded
+    sibling also leaves the socket alone for a moment (see :mod:`corral.worker.balance`).
     """
 
     #: Connections accepted per readiness callback: enough to keep up with bursts in one
@@ -67,6 +71,7 @@ class Acceptor:
         sock: socket.socket,
         protocol_factory: Callable[..., asyncio.Protocol],
         edge: Edge | None = None,
+        balancer: Balancer | None = None,
     ) -> None:
         self._loop = loop
         self._sock = sock
@@ -75,19 +80,36 @@ class Acceptor:
         self._tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
         self._reading = False
         self._pending: set[asyncio.Task[Any]] = set()
+        self._balancer = balancer
+        self._resume: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
+        self._resume = None
         if not self._reading:
             self._loop.add_reader(self._sock.fileno(), self._on_readable)
             self._reading = True
 
     def stop(self) -> None:
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
         if self._reading:
             self._loop.remove_reader(self._sock.fileno())
             self._reading = False
 
+    def _pause(self, delay: float) -> None:
+        self.stop()
+        self._resume = self._loop.call_later(delay, self.start)
+
     def _on_readable(self) -> None:
-        for _ in range(self.batch):
+        balancer = self._balancer
+        count = self.batch
+        if balancer is not None:
+            count = balancer.allowance(self.batch)
+            if count <= 0:  # ahead of a sibling: let it take this one
+                self._pause(RETRY_DELAY)
+                return
+        for _ in range(count):
             try:
                 conn, _addr = self._sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -97,8 +119,7 @@ class Acceptor:
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     logger.error("Out of resources accepting connections (%s); pausing", exc)
-                    self.stop()
-                    self._loop.call_later(self.overload_pause, self.start)
+                    self._pause(self.overload_pause)
                     return
                 raise
             conn.setblocking(False)
@@ -107,19 +128,35 @@ class Acceptor:
             setup: Coroutine[Any, Any, Any]
             if self._edge is not None:
                 setup = connect_edge(self._loop, conn, self._edge, self._factory)
+            elif balancer is not None:
+                setup = self._loop.connect_accepted_socket(self._counted_factory, conn)
             else:
                 setup = self._loop.connect_accepted_socket(self._factory, conn)
             task = self._loop.create_task(setup)
             self._pending.add(task)
             task.add_done_callback(self._connected)
+            if balancer is not None:
+                balancer.setting_up += 1
+                balancer.publish()
 
     @property
     def pending(self) -> set[asyncio.Task[Any]]:
         """Accepted connections still being set up (PROXY header, TLS handshake)."""
         return self._pending
 
+    def _counted_factory(self) -> asyncio.Protocol:
+        """The protocol factory when balancing a plain connection: the loop queues the
+        protocol's ``connection_made`` (which adds it to ``state.connections``) right after
+        this returns, so the connection leaves ``setting_up`` in the same loop turn and is
+        never counted twice or not at all."""
+        if self._balancer is not None:
+            self._loop.call_soon(self._balancer.set_up)
+        return self._factory()
+
     def _connected(self, task: asyncio.Task[Any]) -> None:
         self._pending.discard(task)
+        if self._balancer is not None and self._edge is not None:
+            self._balancer.set_up()  # PROXY header/TLS connections: counted until here
         if not task.cancelled() and task.exception() is not None:
             logger.debug("Connection setup failed: %s", task.exception())
 
@@ -142,6 +179,9 @@ class Server:
         self._servers: list[asyncio.AbstractServer] = []
         self._own_listeners: list[Listener] = []
         self._lifespan: Lifespan | None = None
+        #: The master's shared load table (forked workers only; see corral.worker.balance).
+        self.load_table: LoadTable | None = None
+        self._balancer: Balancer | None = None
 
     # --- stopping ------------------------------------------------------------------------
     @property
@@ -240,9 +280,14 @@ class Server:
         factory = functools.partial(
             HTTP1Protocol, state, parser_kind(config), ParserLimits.from_config(config), loop
         )
+        self._balancer = balancer_for(self.load_table, state.connections)
+        if self._balancer is not None:
+            state.on_change = self._balancer.publish  # a closed connection lowers the load
         for sock in sockets:
             if config.supervised or edge.needs_acceptor:
-                acceptor = Acceptor(loop, sock, factory, edge if edge.needs_acceptor else None)
+                acceptor = Acceptor(
+                    loop, sock, factory, edge if edge.needs_acceptor else None, self._balancer
+                )
                 acceptor.start()
                 self._acceptors.append(acceptor)
             else:  # alone on the socket: the loop's own accept path is the fastest
@@ -267,6 +312,8 @@ class Server:
         logger.info("Shutting down")
         for acceptor in self._acceptors:
             acceptor.stop()
+        if self._balancer is not None:
+            self._balancer.withdraw()
         setups = [task for acceptor in self._acceptors for task in acceptor.pending]
         if setups and not self.force_exit:
             # Connections accepted but still in their TLS handshake join the drain below

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -82,6 +83,8 @@ class ServerState:
         self.header_block = b""
         self._on_date_change(self.clock.value)
         self._idle_waiter: asyncio.Future[None] | None = None
+        #: Called by :meth:`notify_change` (a forked worker republishes its load with it).
+        self.on_change: Callable[[], None] | None = None
 
     def refresh_logging(self) -> None:
         """Decide once whether access lines are wanted (config flag and logger level)."""
@@ -130,6 +133,8 @@ class ServerState:
 
     def notify_change(self) -> None:
         """A connection or task went away; wake :meth:`wait_idle` if it is waiting."""
+        if self.on_change is not None:
+            self.on_change()
         waiter = self._idle_waiter
         if waiter is not None and not waiter.done() and not self.connections and not self.tasks:
             waiter.set_result(None)

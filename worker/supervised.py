@@ -35,6 +35,7 @@ from corral.worker.state import ShutdownReason
 if TYPE_CHECKING:
     from corral.config import Config
     from corral.listeners import Listener
+    from corral.worker.balance import LoadTable
     from corral.worker.serving import Server
 
 logger = logging.getLogger("corral.error")
@@ -74,8 +75,13 @@ def run_worker(
     slot: int,
     generation: int,
     app: Any = None,
+    load_table: LoadTable | None = None,
 ) -> ExitCode:
-    """Serve as worker ``slot`` of ``generation`` until drained, stopped or orphaned."""
+    """Serve as worker ``slot`` of ``generation`` until drained, stopped or orphaned.
+
+    ``load_table`` is the master's shared table this worker publishes its load in, to
+    balance connections with its siblings (see :mod:`corral.worker.balance`).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # enable() covers SIGABRT (register() may not take it): dump every thread, then die.
     faulthandler.enable(file=sys.stderr, all_threads=True)
@@ -95,7 +101,7 @@ def run_worker(
     loop = loop_factory(config)()
     asyncio.set_event_loop(loop)
     try:
-        code = loop.run_until_complete(_serve(config, listeners, link, app))
+        code = loop.run_until_complete(_serve(config, listeners, link, app, load_table))
     finally:
         try:
             loop.run_until_complete(loop.shutdown_asyncgens())
@@ -179,11 +185,18 @@ class _Supervised:
             logger.exception("Reopening log files failed")
 
 
-async def _serve(config: Config, listeners: list[Listener], link: Link, app: Any) -> ExitCode:
+async def _serve(
+    config: Config,
+    listeners: list[Listener],
+    link: Link,
+    app: Any,
+    load_table: LoadTable | None = None,
+) -> ExitCode:
     from corral.worker.serving import Server
 
     loop = asyncio.get_running_loop()
     server = Server(config, app)
+    server.load_table = load_table
     hooks = _Supervised(config, server, link)
     loop.add_signal_handler(
         signal.SIGTERM, lambda: server.request_stop(ShutdownReason.STOP, lame_duck=True)
