@@ -5,21 +5,23 @@ request. The handshake is validated before the app hears of it; the app's first 
 decides the answer (101, 403 or its own response). From then on frames flow between the
 protocol object and ``websocket.receive`` / ``websocket.send``, with corral's own ping and
 close timers (keepalive in ``ws_keepalive``) and flow control in both directions (``ws_flow``).
+The answers to the handshake are in ``ws_opening``, the phases and their moves in ``ws_phase``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from typing import Any
 
 from corral.worker import ws_handshake
 from corral.worker.asgi import Message
 from corral.worker.state import ServerState, ShutdownReason
-from corral.worker.ws_flow import PAUSE_HANDSHAKE, Flow, Inbox
+from corral.worker.ws_flow import Flow, Inbox
 from corral.worker.ws_keepalive import Keepalive
 from corral.worker.ws_messages import FIN_BINARY, FIN_TEXT, MessageAssembler, server_frame
+from corral.worker.ws_opening import HANDSHAKE_BUFFER_LIMIT, WebSocketOpening
+from corral.worker.ws_phase import ClientDisconnected, InvalidTransition, Phase
 from websockets.exceptions import ProtocolError
 from websockets.frames import BINARY, CLOSE, CONT, PONG, TEXT, CloseCode
 from websockets.http11 import Response
@@ -30,35 +32,16 @@ logger = logging.getLogger("corral.error")
 #: Seconds the peer has to answer our close frame, and then to close TCP, before corral
 #: drops the connection (websockets' default; long enough for a congested mobile link).
 CLOSE_TIMEOUT = 10.0
-#: Bytes buffered from a client that sends before the app has accepted, before reading pauses.
-HANDSHAKE_BUFFER_LIMIT = 64 * 1024
 
-
-class ClientDisconnected(OSError):
-    """``send()`` on a WebSocket whose peer has gone or that is already closing."""
-
-
-class Phase(enum.Enum):
-    """Where a WebSocket connection is in its life."""
-
-    HANDSHAKE = "handshake"  # waiting for the app: accept, close or its own response
-    RESPONDING = "responding"  # the app is sending a denial response
-    OPEN = "open"
-    CLOSING = "closing"  # a close frame was sent or received; TCP not closed yet
-    CLOSED = "closed"
-
-
-class InvalidTransition(RuntimeError):
-    """A connection was asked to move between phases in a way the protocol forbids."""
-
-
-_ALLOWED: dict[Phase, frozenset[Phase]] = {
-    Phase.HANDSHAKE: frozenset({Phase.OPEN, Phase.RESPONDING, Phase.CLOSED}),
-    Phase.RESPONDING: frozenset({Phase.CLOSED}),
-    Phase.OPEN: frozenset({Phase.CLOSING, Phase.CLOSED}),
-    Phase.CLOSING: frozenset({Phase.CLOSED}),
-    Phase.CLOSED: frozenset(),
-}
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "HANDSHAKE_BUFFER_LIMIT",
+    "ClientDisconnected",
+    "InvalidTransition",
+    "Phase",
+    "WebSocketConnection",
+    "upgrade",
+]
 
 
 def upgrade(
@@ -80,8 +63,11 @@ def upgrade(
     connection.start(trailing)
 
 
-class WebSocketConnection(asyncio.Protocol):
-    """One upgraded connection: transport callbacks, ASGI receive/send, timers."""
+class WebSocketConnection(WebSocketOpening):
+    """One upgraded connection: transport callbacks, ASGI receive/send, timers.
+
+    Its base class :class:`~corral.worker.ws_opening.WebSocketOpening` answers the handshake.
+    """
 
     def __init__(
         self,
@@ -121,18 +107,6 @@ class WebSocketConnection(asyncio.Protocol):
         self._plain = not ws.extensions
 
     # --- life cycle ----------------------------------------------------------------------
-    def _move(self, phase: Phase) -> None:
-        if phase not in _ALLOWED[self.phase]:
-            raise InvalidTransition(f"WebSocket cannot go from {self.phase.name} to {phase.name}")
-        self.phase = phase
-
-    def reject(self, response: Response) -> None:
-        """Answer an invalid handshake without involving the app, and close."""
-        ws_handshake.log_request(self.scope, response.status_code)
-        self.transport.write(response.serialize())
-        self._move(Phase.CLOSED)
-        self.transport.close()
-
     def start(self, trailing: bytes) -> None:
         """Register the connection and run the app; bytes already received wait for accept."""
         self.scope = ws_handshake.websocket_scope(self.scope)
@@ -172,7 +146,7 @@ class WebSocketConnection(asyncio.Protocol):
         if phase is Phase.HANDSHAKE:
             if how == "returned":
                 logger.error("ASGI callable returned without sending handshake.")
-            self._respond(ws_handshake.plain_response(500, self._defaults()), 500)
+            self._refuse(500)
         elif phase is Phase.RESPONDING:
             if how == "returned":
                 logger.error("ASGI callable returned without completing its denial response.")
@@ -199,7 +173,7 @@ class WebSocketConnection(asyncio.Protocol):
             self.inbox.clear()  # no time left to process them: the disconnect goes first
             self.inbox.finish(code, "")
         elif phase is Phase.HANDSHAKE:
-            self._respond(ws_handshake.plain_response(503, self._defaults()), 503)
+            self._refuse(503)
         elif phase is Phase.RESPONDING:
             self._abort()
 
@@ -299,51 +273,6 @@ class WebSocketConnection(asyncio.Protocol):
         else:
             raise RuntimeError(f"Unexpected ASGI message {kind!r}")
 
-    def _handshake_message(self, kind: str, message: Message) -> None:
-        if kind == "websocket.accept":
-            self._accept(message)
-        elif kind == "websocket.close":
-            self._respond(ws_handshake.plain_response(403, self._defaults()), 403)
-        elif kind == "websocket.http.response.start":
-            self._denial = (message.get("status"), message.get("headers") or (), [])
-            self._move(Phase.RESPONDING)
-        else:
-            raise RuntimeError(
-                "Expected 'websocket.accept', 'websocket.close' or"
-                f" 'websocket.http.response.start' before the handshake, got {kind!r}"
-            )
-
-    def _accept(self, message: Message) -> None:
-        head = ws_handshake.accept_response(self._template, message, self._defaults())
-        self.transport.write(head)
-        self._move(Phase.OPEN)
-        ws_handshake.log_request(self.scope, None)
-        logger.info("connection open")
-        pending, self._pending = self._pending, None
-        self.flow.resume_reading(PAUSE_HANDSHAKE)
-        self.keepalive.start()
-        if pending:
-            self.data_received(bytes(pending))
-
-    def _denial_body(self, message: Message) -> None:
-        assert self._denial is not None
-        status, headers, chunks = self._denial
-        chunks.append(bytes(message.get("body") or b""))
-        if message.get("more_body"):
-            return
-        response = ws_handshake.denial_response(status, headers, b"".join(chunks), self._defaults())
-        self._respond(response, status)
-
-    def _respond(self, response: bytes, status: int) -> None:
-        """Send a final HTTP answer to the handshake and close the connection."""
-        if self.flow.lost:
-            raise ClientDisconnected("the client went away during the handshake")
-        ws_handshake.log_request(self.scope, status)
-        self.transport.write(response)
-        self._move(Phase.CLOSED)
-        self.transport.close()
-        self.inbox.finish(CloseCode.ABNORMAL_CLOSURE, "")
-
     # --- frames ----------------------------------------------------------------------------
     def _handle(self, events: list[Any]) -> None:
         assembler = self._assembler
@@ -422,16 +351,3 @@ class WebSocketConnection(asyncio.Protocol):
             logger.info("WebSocket keepalive ping timed out; closing %s", client)
             self.ws.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
             self._flush()
-
-    def _hold(self, data: bytes) -> None:
-        """Keep bytes that arrive before the app accepted (pausing past a limit)."""
-        pending = self._pending
-        if pending is None:
-            return
-        pending += data
-        if len(pending) > HANDSHAKE_BUFFER_LIMIT:
-            self.flow.pause_reading(PAUSE_HANDSHAKE)
-
-    # --- helpers ---------------------------------------------------------------------------
-    def _defaults(self) -> list[tuple[bytes, bytes]]:
-        return self.server_state.default_headers()

@@ -1,0 +1,116 @@
+"""A WebSocket connection before the app has accepted it: the opening handshake's answers.
+
+:class:`~corral.worker.websocket.WebSocketConnection` runs the open connection (frames,
+close, keepalive); its base class here covers what comes first: holding bytes a client sends
+before the accept, answering an invalid handshake without the app, and carrying out the
+app's answer to a valid one (101 on ``websocket.accept``, 403 on ``websocket.close``, or its
+own denial response).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from corral.worker import ws_handshake
+from corral.worker.ws_flow import PAUSE_HANDSHAKE, Flow, Inbox
+from corral.worker.ws_phase import ClientDisconnected, Phase, check_move
+from websockets.frames import CloseCode
+
+if TYPE_CHECKING:
+    from corral.worker.asgi import Message
+    from corral.worker.state import ServerState
+    from corral.worker.ws_keepalive import Keepalive
+    from websockets.http11 import Response
+
+logger = logging.getLogger("corral.error")
+
+#: Bytes buffered from a client that sends before the app has accepted, before reading pauses.
+HANDSHAKE_BUFFER_LIMIT = 64 * 1024
+
+
+class WebSocketOpening(asyncio.Protocol):
+    """The handshake half of a WebSocket connection; the subclass sets every attribute."""
+
+    server_state: ServerState
+    transport: asyncio.Transport
+    scope: dict[str, Any]
+    phase: Phase
+    flow: Flow
+    inbox: Inbox
+    keepalive: Keepalive
+    _template: Response
+    _pending: bytearray | None  # bytes received before accept
+    _denial: tuple[Any, Any, list[bytes]] | None  # status, headers, body chunks so far
+
+    def _move(self, phase: Phase) -> None:
+        self.phase = check_move(self.phase, phase)
+
+    def _defaults(self) -> list[tuple[bytes, bytes]]:
+        return self.server_state.default_headers()
+
+    def reject(self, response: Response) -> None:
+        """Answer an invalid handshake without involving the app, and close."""
+        ws_handshake.log_request(self.scope, response.status_code)
+        self.transport.write(response.serialize())
+        self._move(Phase.CLOSED)
+        self.transport.close()
+
+    def _hold(self, data: bytes) -> None:
+        """Keep bytes that arrive before the app accepted (pausing past a limit)."""
+        pending = self._pending
+        if pending is None:
+            return
+        pending += data
+        if len(pending) > HANDSHAKE_BUFFER_LIMIT:
+            self.flow.pause_reading(PAUSE_HANDSHAKE)
+
+    def _handshake_message(self, kind: str, message: Message) -> None:
+        if kind == "websocket.accept":
+            self._accept(message)
+        elif kind == "websocket.close":
+            self._refuse(403)
+        elif kind == "websocket.http.response.start":
+            self._denial = (message.get("status"), message.get("headers") or (), [])
+            self._move(Phase.RESPONDING)
+        else:
+            raise RuntimeError(
+                "Expected 'websocket.accept', 'websocket.close' or"
+                f" 'websocket.http.response.start' before the handshake, got {kind!r}"
+            )
+
+    def _accept(self, message: Message) -> None:
+        head = ws_handshake.accept_response(self._template, message, self._defaults())
+        self.transport.write(head)
+        self._move(Phase.OPEN)
+        ws_handshake.log_request(self.scope, None)
+        logger.info("connection open")
+        pending, self._pending = self._pending, None
+        self.flow.resume_reading(PAUSE_HANDSHAKE)
+        self.keepalive.start()
+        if pending:
+            self.data_received(bytes(pending))
+
+    def _denial_body(self, message: Message) -> None:
+        assert self._denial is not None
+        status, headers, chunks = self._denial
+        chunks.append(bytes(message.get("body") or b""))
+        if message.get("more_body"):
+            return
+        response = ws_handshake.denial_response(status, headers, b"".join(chunks), self._defaults())
+        self._respond(response, status)
+
+    def _refuse(self, status: int) -> None:
+        """Answer the handshake with corral's own plain ``status`` response."""
+        self._respond(ws_handshake.plain_response(status, self._defaults()), status)
+
+    def _respond(self, response: bytes, status: int) -> None:
+        """Send a final HTTP answer to the handshake and close the connection."""
+        if self.flow.lost:
+            raise ClientDisconnected("the client went away during the handshake")
+        ws_handshake.log_request(self.scope, status)
+        self.transport.write(response)
+        self._move(Phase.CLOSED)
+        self.transport.close()
+        self.inbox.finish(CloseCode.ABNORMAL_CLOSURE, "")
