@@ -56,11 +56,7 @@ class FlowControl:
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        waiter = self._drain_waiter
-        if waiter is not None:
-            self._drain_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake_drain()
 
     async def drain(self) -> None:
         """Wait until the write buffer is below its high-water mark."""
@@ -79,6 +75,10 @@ class FlowControl:
         """Wake every waiter; from now on :meth:`drain` raises at once."""
         self.gone = True
         self.write_paused = False
+        self._wake_drain()
+
+    def _wake_drain(self) -> None:
+        """Release the sender parked in :meth:`drain`, if any."""
         waiter = self._drain_waiter
         if waiter is not None:
             self._drain_waiter = None
