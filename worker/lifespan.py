@@ -31,6 +31,13 @@ class LifespanPhase(Enum):
     FAILED = "failed"
 
 
+#: The phases that wait for the app's answer, and the type that answer starts with.
+_AWAITED = {
+    LifespanPhase.STARTING: "lifespan.startup",
+    LifespanPhase.SHUTTING_DOWN: "lifespan.shutdown",
+}
+
+
 class LifespanError(RuntimeError):
     """The app sent a lifespan message that is invalid at this point."""
 
@@ -139,18 +146,12 @@ class Lifespan:
     async def _send(self, message: Message) -> None:
         kind = message["type"]
         phase = self.phase
-        if phase is LifespanPhase.STARTING:
-            if kind == "lifespan.startup.complete":
+        awaited = _AWAITED.get(phase)
+        if awaited is not None:
+            if kind == awaited + ".complete":
                 self._settle("complete")
                 return
-            if kind == "lifespan.startup.failed":
-                self._settle("failed", str(message.get("message", "")))
-                return
-        elif phase is LifespanPhase.SHUTTING_DOWN:
-            if kind == "lifespan.shutdown.complete":
-                self._settle("complete")
-                return
-            if kind == "lifespan.shutdown.failed":
+            if kind == awaited + ".failed":
                 self._settle("failed", str(message.get("message", "")))
                 return
         raise LifespanError(f"Unexpected lifespan message {kind!r} while {phase.value}.")
