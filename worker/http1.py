@@ -40,7 +40,8 @@ _IDLE, _HEAD, _BODY = ConnState.IDLE, ConnState.HEAD, ConnState.BODY
 class HTTP1Protocol(ConnectionEnding):
     """One HTTP/1.1 connection (its cold half is the base class, in http1_ending)."""
 
-    # Slots: an idle keep-alive connection costs a few hundred bytes less without a __dict__.
+    # Slots (the state shared with the cold half is slotted in the base): an idle keep-alive
+    # connection costs a few hundred bytes less without a __dict__.
     __slots__ = (
         "_health",
         "_limits",
