@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.worker import ws_handshake
 from corral.worker.ws_flow import PAUSE_HANDSHAKE, Flow, Inbox
-from corral.worker.ws_phase import ClientDisconnected, Phase, check_move
+from corral.worker.ws_phase import ClientDisconnected, InvalidTransition, Phase, check_move
 from websockets.frames import CloseCode
 
 if TYPE_CHECKING:
@@ -93,7 +93,8 @@ class WebSocketOpening(asyncio.Protocol):
             self.data_received(bytes(pending))
 
     def _denial_body(self, message: Message) -> None:
-        assert self._denial is not None
+        if self._denial is None:  # RESPONDING is entered together with _denial
+            raise InvalidTransition("denial response body before its start")
         status, headers, chunks = self._denial
         chunks.append(bytes(message.get("body") or b""))
         if message.get("more_body"):
