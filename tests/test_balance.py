@@ -24,7 +24,7 @@ from corral.worker.balance import (
     decide,
 )
 
-from tests.master_apps import Running
+from tests.master_apps import Running, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -271,3 +271,44 @@ def test_two_workers_split_concurrent_connections_evenly(corral_server: Any, loo
     assert set(served) <= set(server.children()), served
     assert len(served) == 2, served
     assert min(served.values()) >= 16, served
+
+
+def _blocked_worker(pids: list[int]) -> int | None:
+    """The worker whose loop sits in the app's time.sleep (as /proc shows its wait)."""
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/wchan") as handle:
+                if "nanosleep" in handle.read():
+                    return pid
+        except OSError:
+            continue
+    return None
+
+
+def test_a_blocked_worker_does_not_stall_accepting(corral_server: Any) -> None:
+    """With a sibling's loop blocked, a worker stops deferring to it and takes everything."""
+    if not os.path.exists(f"/proc/{os.getpid()}/wchan"):
+        pytest.skip("needs /proc/PID/wchan to see which worker is blocked")
+    server = corral_server("--workers", "2")
+    log = server.wait_log(") ready", count=2, timeout=20)
+    match = re.search(r"running on http://127\.0\.0\.1:(\d+)", log)
+    assert match, log
+    port = int(match.group(1))
+    blocker = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        blocker.sendall(b"GET /block?s=30 HTTP/1.1\r\nHost: t\r\n\r\n")
+        wait_until(lambda: _blocked_worker(server.children()) is not None, 10, "a blocked worker")
+        blocked = _blocked_worker(server.children())
+        # Each request must be answered well before the block ends, and before the 5 s
+        # keep-alive timeout frees the healthy worker's connections: a deferral that never
+        # gave up would leave the connections waiting that long.
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=2) for _ in range(12)]
+        try:
+            served = Counter(_served_by(sock) for sock in socks)
+        finally:
+            for sock in socks:
+                sock.close()
+    finally:
+        blocker.close()
+    assert sum(served.values()) == 12
+    assert blocked not in served, served
