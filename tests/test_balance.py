@@ -200,6 +200,23 @@ def test_balancer_publishes_its_load_and_defers_to_a_lighter_peer() -> None:
     assert t.least_other(peer) is None
 
 
+def test_a_closing_connection_republishes_and_wakes_deferring_acceptors_once() -> None:
+    """changed() publishes the lower load and calls each registered wake-up exactly once."""
+    t = table()
+    mine = t.claim()
+    assert mine is not None
+    connections: set[int] = {1, 2, 3}
+    balancer = Balancer(t, mine, connections)
+    woken: list[str] = []
+    balancer.wake_on_change(lambda: woken.append("a"))
+    connections.discard(3)
+    balancer.changed()
+    assert t.load(mine) == 2
+    assert woken == ["a"]
+    balancer.changed()
+    assert woken == ["a"]
+
+
 def test_balancer_for_needs_a_table_and_a_seat() -> None:
     """Single-process mode (no table) and a worker without a seat never balance."""
     assert balancer_for(None, set()) is None

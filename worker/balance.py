@@ -176,6 +176,8 @@ class Balancer:
         self.setting_up = 0
         self._deferral: Deferral | None = None
         self._withdrawn = False
+        #: Acceptors deferring until one of this worker's connections closes.
+        self._waiting: set[Callable[[], None]] = set()
 
     def load(self) -> int:
         return len(self._connections) + self.setting_up
@@ -200,6 +202,20 @@ class Balancer:
         decision = decide(own, least, self._deferral, self._clock(), batch)
         self._deferral = decision.deferral
         return decision.accept
+
+    def changed(self) -> None:
+        """A connection closed: republish, and wake the acceptors deferring meanwhile (a
+        worker whose load drops looks again at once rather than idling out its delay)."""
+        self.publish()
+        if self._waiting:
+            waiting = list(self._waiting)
+            self._waiting.clear()
+            for wake in waiting:
+                wake()
+
+    def wake_on_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, at the next :meth:`changed`."""
+        self._waiting.add(callback)
 
     def set_up(self) -> None:
         """An accepted connection's protocol is (about to be) in ``connections``."""

@@ -101,6 +101,12 @@ class Acceptor:
         self.stop()
         self._resume = self._loop.call_later(delay, self.start)
 
+    def _wake(self) -> None:
+        """End a deferral early (one of this worker's connections closed)."""
+        if self._resume is not None:  # still paused, not stopped meanwhile
+            self._resume.cancel()
+            self.start()
+
     def _on_readable(self) -> None:
         balancer = self._balancer
         count = self.batch
@@ -108,6 +114,7 @@ class Acceptor:
             count = balancer.allowance(self.batch)
             if count <= 0:  # ahead of a sibling: let it take this one
                 self._pause(RETRY_DELAY)
+                balancer.wake_on_change(self._wake)
                 return
         for _ in range(count):
             try:
@@ -282,7 +289,7 @@ class Server:
         )
         self._balancer = balancer_for(self.load_table, state.connections)
         if self._balancer is not None:
-            state.on_change = self._balancer.publish  # a closed connection lowers the load
+            state.on_change = self._balancer.changed  # a closed connection lowers the load
         for sock in sockets:
             if config.supervised or edge.needs_acceptor:
                 acceptor = Acceptor(
