@@ -172,7 +172,7 @@ def _serve(config: Config) -> ExitCode:
             from corral.supervisor.systemd import single_process_notifier
             from corral.worker.process import run_single
 
-            return ExitCode(run_single(config, listeners, notify=single_process_notifier()))
+            return ExitCode(run_single(config, listeners, notify=single_process_notifier(config)))
         finally:
             if config.pid is not None:
                 daemon.remove_pidfile(config.pid)

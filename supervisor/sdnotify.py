@@ -191,6 +191,10 @@ class Notifier:
     def enabled(self) -> bool:
         return self.transport is not None
 
+    def now(self) -> float:
+        """The clock deadlines given to :meth:`extend_until` are read on."""
+        return self._clock()
+
     def send(self, *assignments: str) -> None:
         """Send ``KEY=VALUE`` assignments together in one datagram."""
         if self.transport is not None and assignments:

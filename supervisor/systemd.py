@@ -37,6 +37,7 @@ from corral.supervisor.sdnotify import (
 if TYPE_CHECKING:
     import asyncio
 
+    from corral.config import Config
     from corral.supervisor.master import Master
 
 __all__ = [
@@ -146,24 +147,39 @@ class MasterNotifier:
 
 
 class SingleProcessNotifier:
-    """sd_notify for single-process mode, called by the server with "ready" and "stopping".
+    """sd_notify for single-process mode, called by the server with "booting", "ready" and
+    "stopping".
 
     "ready" comes from inside the running event loop once lifespan startup is done and the
     sockets are served; the watchdog pings are then scheduled on that same loop, so a loop
     blocked by the application stops feeding the watchdog and systemd restarts the service.
+    While booting (the app import and lifespan startup, bounded by ``--timeout-worker-boot``)
+    and while stopping (shutdown delay + graceful drain + lifespan shutdown), systemd's own
+    start/stop timeouts are extended to corral's bounds, re-sent while the stop goes on.
     """
 
-    def __init__(self, notifier: Notifier) -> None:
+    def __init__(
+        self, notifier: Notifier, boot_allowance: float = 0.0, stop_allowance: float = 0.0
+    ) -> None:
         self.notifier = notifier
+        self.boot_allowance = boot_allowance
+        self.stop_allowance = stop_allowance
         self._timer: asyncio.TimerHandle | None = None
+        self._stop_deadline: float | None = None
 
     def __call__(self, event: str) -> None:
-        if event == "ready":
-            self.notifier.ready("Serving (single process)")
-            if self.notifier.enabled and self.notifier.watchdog is not None:
+        notifier = self.notifier
+        if event == "booting":
+            notifier.extend_until(notifier.now() + self.boot_allowance)
+        elif event == "ready":
+            notifier.ready("Serving (single process)")
+            if notifier.enabled and notifier.watchdog is not None:
                 self._ping()
         elif event == "stopping":
-            self.notifier.stopping("Stopping")
+            notifier.stopping("Stopping")
+            if self._stop_deadline is None:
+                self._stop_deadline = notifier.now() + self.stop_allowance
+                self._extend()
 
     def _ping(self) -> None:
         import asyncio
@@ -173,7 +189,25 @@ class SingleProcessNotifier:
         if interval is not None:
             self._timer = asyncio.get_running_loop().call_later(interval, self._ping)
 
+    def _extend(self) -> None:
+        """Re-send the stop extension on the serving loop until corral's own bound passes."""
+        import asyncio
 
-def single_process_notifier() -> SingleProcessNotifier:
+        deadline = self._stop_deadline
+        if deadline is None or not self.notifier.enabled:
+            return
+        self.notifier.extend_until(deadline)
+        if self.notifier.now() < deadline:
+            asyncio.get_running_loop().call_later(EXTEND_RESEND, self._extend)
+
+
+def single_process_notifier(config: Config | None = None) -> SingleProcessNotifier:
     """The ``notify`` callback ``serve_config`` gives ``run_single`` (reads the environment)."""
-    return SingleProcessNotifier(Notifier.from_environ())
+    if config is None:
+        return SingleProcessNotifier(Notifier.from_environ())
+    stop = (
+        config.timeout_shutdown_delay
+        + config.timeout_graceful_shutdown
+        + config.timeout_lifespan_shutdown
+    )
+    return SingleProcessNotifier(Notifier.from_environ(), config.timeout_worker_boot, stop)

@@ -559,17 +559,30 @@ def test_corral_master_notify_sequence(notify_socket: FakeNotifySocket, tmp_path
 
 
 def test_corral_single_process_notifies(notify_socket: FakeNotifySocket, tmp_path: Path) -> None:
-    """Single-process corral: READY once serving, watchdog from its loop, STOPPING on SIGTERM."""
+    """Single-process corral: boot time extended, READY once serving, watchdog from its loop,
+    STOPPING on SIGTERM with the stop time extended to corral's own drain bound."""
     proc, log, address = start_corral(tmp_path, notify_socket, WATCHDOG_USEC="200000")
     try:
-        notify_socket.wait_for(lambda m: "READY" in lifecycle(m), "READY=1")
+        messages = notify_socket.wait_for(lambda m: "READY" in lifecycle(m), "READY=1")
+        first = messages[0]
+        # Boot: --timeout-worker-boot (60 s) plus the margin, before READY=1.
+        assert "EXTEND_TIMEOUT_USEC" in first and "READY" not in first
+        assert 60_000_000 <= int(first["EXTEND_TIMEOUT_USEC"]) <= 70_000_000
         assert "Application startup complete." in log.text()
         assert http_get(address)[0] == 200
         notify_socket.wait_for(lambda m: sum("WATCHDOG" in x for x in m) >= 3, "pings")
+        count = len(notify_socket.messages)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(DEADLINE) == 0
         notify_socket.drain()
         assert lifecycle(notify_socket.messages) == ["READY", "STOPPING"]
+        # Stop: shutdown delay (0) + graceful (30 s) + lifespan shutdown (10 s), plus margin.
+        extensions = [
+            int(m["EXTEND_TIMEOUT_USEC"])
+            for m in notify_socket.messages[count:]
+            if "EXTEND_TIMEOUT_USEC" in m
+        ]
+        assert extensions and 40_000_000 <= extensions[0] <= 50_000_000
     finally:
         stop(proc, log)
 

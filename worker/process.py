@@ -74,7 +74,8 @@ def run_single(
 ) -> ExitCode:
     """Serve on ``listeners`` in this process until a signal stops it; returns the exit code.
 
-    ``notify`` (systemd's, from serve_config) is told "ready" once serving, "stopping" on a stop.
+    ``notify`` (systemd's, from serve_config) is told "booting" before the app loads, "ready"
+    once serving, and "stopping" on a stop.
     """
     from corral.logging import banner_lines
 
@@ -86,6 +87,8 @@ def run_single(
         if notify is not None:
             notify("ready")
 
+    if notify is not None:
+        notify("booting")
     with asyncio.Runner(loop_factory=loop_factory(config)) as runner:
         _Signals(server, notify).install(runner.get_loop())
         try:
