@@ -28,8 +28,8 @@ logger = logging.getLogger("corral.error")
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Bodies up to this size are joined to the head (or chunk framing) in one buffer; bigger
-#: ones go out with ``writelines``, which uvloop sends as one vectored write without
-#: copying the body (asyncio joins them, no worse than concatenating here).
+#: ones go out as separate buffers (``FlowControl.write_parts``: one vectored write on
+#: uvloop), so the body is never copied.
 COALESCE_LIMIT = 16384
 
 
@@ -195,7 +195,7 @@ class RequestCycle:
                     body = message.get("body", b"")
                     size = len(body)
                     if size > COALESCE_LIMIT:
-                        self.conn.transport.writelines((b"%x\r\n" % size, body, b"\r\n"))
+                        self.conn.flow.write_parts((b"%x\r\n" % size, body, b"\r\n"))
                     elif size:
                         self.conn.transport.write(b"%x\r\n%b\r\n" % (size, body))
                 else:
@@ -259,7 +259,7 @@ class RequestCycle:
             if len(data) <= COALESCE_LIMIT:
                 conn.transport.write(head + data)
             else:
-                conn.transport.writelines((head, data))
+                conn.flow.write_parts((head, data))
         else:
             conn.transport.write(head)
         if framer.dropped:

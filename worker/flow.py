@@ -10,6 +10,7 @@ the peer is gone so a sender never waits on a dead connection.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterable
 
 #: Pause reading once this much request body sits unread by the app. 64 KiB matches the
 #: socket read size, so one read past the mark is the most that can pile up.
@@ -29,7 +30,14 @@ class ClientDisconnected(OSError):
 class FlowControl:
     """Read pausing by reason, and write-side drain waiting."""
 
-    __slots__ = ("_drain_waiter", "_transport", "gone", "read_paused", "write_paused")
+    __slots__ = (
+        "_drain_waiter",
+        "_transport",
+        "gone",
+        "read_paused",
+        "write_parts",
+        "write_paused",
+    )
 
     def __init__(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
@@ -37,6 +45,20 @@ class FlowControl:
         self.write_paused = False
         self.gone = False
         self._drain_waiter: asyncio.Future[None] | None = None
+        #: Write several buffers without joining them. uvloop's writelines is one vectored
+        #: send that honours the write high-water mark; asyncio's (3.12+) buffers without
+        #: ever pausing the protocol, so a slow reader would grow the buffer without bound,
+        #: and there each part is written on its own instead.
+        self.write_parts: Callable[[Iterable[bytes]], None] = (
+            transport.writelines  # type: ignore[attr-defined]
+            if type(transport).__module__.startswith("uvloop")
+            else self._write_each
+        )
+
+    def _write_each(self, parts: Iterable[bytes]) -> None:
+        write = self._transport.write  # type: ignore[attr-defined]
+        for part in parts:
+            write(part)
 
     # --- reading -----------------------------------------------------------------------
     def pause_reading(self, reason: int) -> None:
