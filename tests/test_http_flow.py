@@ -38,6 +38,7 @@ def test_unread_request_body_pauses_reading(http_server):
     assert response.body == str(size).encode()
 
 
+@pytest.mark.smoke
 def test_slow_reader_bounds_response_buffer(http_server):
     """A client that doesn't read makes send() wait: the write buffer stays bounded."""
     sent = Recorder()
