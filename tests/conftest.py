@@ -19,6 +19,12 @@ from typing import Any
 import pytest
 from corral.config import Config
 from corral.worker.serving import Server
+from hypothesis import settings
+
+# No example database: it would be a .hypothesis/ folder at the top of the checkout, whose
+# layout is fixed. Failing examples are printed; the fuzz tests print their seeds.
+settings.register_profile("corral", database=None)
+settings.load_profile("corral")
 
 #: Generous upper bound for anything a test waits for; tests finish far sooner.
 DEADLINE = 10.0
