@@ -9,7 +9,9 @@ plain socket for wire-level tests (pipelining, framing, timeouts).
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,12 +21,11 @@ from typing import Any
 import pytest
 from corral.config import Config
 from corral.worker.serving import Server
-from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
-# No example database: it would be a .hypothesis/ folder at the top of the checkout, whose
-# layout is fixed. Failing examples are printed; the fuzz tests print their seeds.
-settings.register_profile("corral", database=None)
-settings.load_profile("corral")
+# Hypothesis keeps its example database and caches in .hypothesis/ under the working
+# directory; the top of the checkout has a fixed layout, so they live in the temp dir.
+set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "corral-hypothesis"))
 
 #: Generous upper bound for anything a test waits for; tests finish far sooner.
 DEADLINE = 10.0
