@@ -258,7 +258,8 @@ def _all_handlers() -> Iterable[logging.Handler]:
 def reopen_logs() -> int:
     """Reopen every FileHandler's file (SIGUSR1 after logrotate moved it); returns the count.
 
-    Call it from the main loop, not from a signal handler: it takes the handlers' locks.
+    Call it from the main loop, not from a signal handler: it takes the handlers' locks. A
+    file that can't be reopened is logged and skipped; the process keeps serving.
     """
     reopened = 0
     for handler in _all_handlers():
@@ -269,6 +270,11 @@ def reopen_logs() -> int:
                     handler.stream.close()
                 handler.stream = handler._open()
                 reopened += 1
+            except OSError as exc:
+                handler.stream = None  # FileHandler opens it again on the next record
+                logging.getLogger("corral.error").error(
+                    "Could not reopen log file %s: %s", handler.baseFilename, exc
+                )
             finally:
                 handler.release()
     return reopened

@@ -75,12 +75,9 @@ def resize(master: Master, count: int) -> None:
 
 def reopen_logs(master: Master) -> None:
     """Reopen the master's log files, then have every worker reopen its own."""
-    try:
-        from corral.logging import reopen_logs as reopen_own_logs
+    from corral.logging import reopen_logs as reopen_own_logs
 
-        reopen_own_logs()
-    except Exception:
-        logger.exception("Reopening log files failed")
+    reopen_own_logs()
     for pid in master.workers:
         send_signal(pid, signal.SIGUSR1)
     logger.info("Reopened log files")

@@ -176,14 +176,6 @@ class _Supervised:
                 restart = message.arg == channel.DRAIN_RESTART
                 self.server.request_stop(ShutdownReason.RESTART if restart else ShutdownReason.STOP)
 
-    def reopen_logs(self) -> None:
-        try:
-            from corral.logging import reopen_logs
-
-            reopen_logs()
-        except Exception:
-            logger.exception("Reopening log files failed")
-
 
 async def _serve(
     config: Config,
@@ -192,6 +184,7 @@ async def _serve(
     app: Any,
     load_table: LoadTable | None = None,
 ) -> ExitCode:
+    from corral.logging import reopen_logs
     from corral.worker.serving import Server
 
     loop = asyncio.get_running_loop()
@@ -204,7 +197,7 @@ async def _serve(
     loop.add_signal_handler(
         signal.SIGQUIT, lambda: server.request_stop(ShutdownReason.STOP, immediate=True)
     )
-    loop.add_signal_handler(signal.SIGUSR1, hooks.reopen_logs)
+    loop.add_signal_handler(signal.SIGUSR1, reopen_logs)
     loop.add_reader(link.sock.fileno(), hooks.on_channel)
     try:
         await server.serve([item.sock for item in listeners], on_started=hooks.on_started)
