@@ -245,3 +245,47 @@ def test_ensure_logging_respects_existing_setup(capsys: pytest.CaptureFixture[st
         assert capsys.readouterr().err == "WARNING:  shown\n"
     finally:
         root.handlers = saved
+
+
+EMBED = """
+import asyncio, socket
+import corral
+
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+async def main():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    sock.setblocking(False)
+    server = corral.Server(corral.Config(app=app, lifespan="off"))
+    started = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(server.serve([sock], on_started=lambda: started.set_result(1)))
+    await asyncio.wait_for(started, 10)
+    reader, writer = await asyncio.open_connection(*sock.getsockname())
+    writer.write(b"GET /x HTTP/1.1\\r\\nHost: t\\r\\nConnection: close\\r\\n\\r\\n")
+    await reader.read()
+    server.should_exit = True
+    await asyncio.wait_for(task, 10)
+
+asyncio.run(main())
+"""
+
+
+def test_embedded_server_logs_like_uvicorn(tmp_path: Path) -> None:
+    """corral.Server embedded without any logging setup still prints the lifecycle lines on
+    stderr and access lines on stdout, as uvicorn.Server does."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "embed.py"
+    script.write_text(EMBED)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert "Started server process" in done.stderr
+    assert "Finished server process" in done.stderr
+    assert '"GET /x HTTP/1.1" 200 OK' in done.stdout

@@ -240,6 +240,10 @@ class Server:
         on_started: Callable[[], None] | None = None,
     ) -> None:
         """Start up, serve until asked to stop, then drain and shut down (see the guide)."""
+        from corral.logging import ensure_logging
+
+        if ensure_logging(self.config):  # embedded without logging set up: uvicorn's lines
+            self.state.refresh_logging()
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         if self._should_exit:
