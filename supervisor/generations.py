@@ -114,6 +114,6 @@ def reexec(master: Master) -> None:
     master.emit("reexec")
     ready = [h for h in master.workers.values() if h.state is WorkerState.READY]
     try:
-        reexec_in_place(master.listeners, ready)
+        reexec_in_place(master.listeners, ready, master.target.workers)
     except OSError as exc:
         logger.error("Re-executing the master failed (%s); reloading workers only", exc)

@@ -40,6 +40,7 @@ from corral.supervisor.policy import (
 from corral.supervisor.pool import (
     MASTER_SIGNALS,
     WorkerHandle,
+    adopted_target,
     adopted_workers,
     app_title,
     carry_out,
@@ -324,6 +325,7 @@ def run_master(config: Config, listeners: list[Listener]) -> ExitCode:
     from corral.logging import banner_lines
 
     adopted = adopted_workers(time.monotonic())
+    adopted_count = adopted_target()
     loaded = True
     app: Any = None
     if config.preload:
@@ -356,6 +358,8 @@ def run_master(config: Config, listeners: list[Listener]) -> ExitCode:
         watcher=watcher,
         load_table=table,
     )
+    if adopted_count is not None:  # a re-exec keeps what TTIN/TTOU made of --workers
+        master.target = Target(adopted_count, master.target.generation)
     master.notifier = MasterNotifier(Notifier.from_environ())
     master.hooks.append(master.notifier.on_event)
     master.adopt(adopted, replace=loaded)

@@ -277,6 +277,15 @@ def send_signal(pid: int, signum: int) -> bool:
 #: Where passed worker channels are parked during a re-exec, above any fd likely in use.
 _REEXEC_FD_FLOOR = 100
 _REEXEC_VAR = "CORRAL_REEXEC_WORKERS"
+#: The worker count in force (TTIN/TTOU may have changed it from --workers).
+_REEXEC_TARGET_VAR = "CORRAL_REEXEC_TARGET"
+
+
+def adopted_target(environ: dict[str, str] | None = None) -> int | None:
+    """The worker count a previous master image handed over (once), if any."""
+    env = os.environ if environ is None else environ
+    raw = env.pop(_REEXEC_TARGET_VAR, "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else None
 
 
 def adopted_workers(now: float, environ: dict[str, str] | None = None) -> list[WorkerHandle]:
@@ -305,12 +314,15 @@ def adopted_workers(now: float, environ: dict[str, str] | None = None) -> list[W
     return handles
 
 
-def reexec_in_place(listeners: list[Listener], workers: list[WorkerHandle]) -> None:
+def reexec_in_place(
+    listeners: list[Listener], workers: list[WorkerHandle], target_workers: int
+) -> None:
     """Replace this process image with a fresh corral (same pid, same sockets).
 
     The listening sockets go to fds 3.. as in socket activation (LISTEN_PID is our own
     pid, so serve_config adopts them instead of binding); each worker's channel fd and
-    identity go in CORRAL_REEXEC_WORKERS. Signals stay blocked across the exec so a
+    identity go in CORRAL_REEXEC_WORKERS, the worker count in force (TTIN/TTOU) in
+    CORRAL_REEXEC_TARGET. Signals stay blocked across the exec so a
     SIGTERM or SIGHUP that arrives meanwhile waits for the new master's handlers
     instead of killing it.
     """
@@ -342,6 +354,7 @@ def reexec_in_place(listeners: list[Listener], workers: list[WorkerHandle]) -> N
                     for item in listeners
                 ),
                 _REEXEC_VAR: ",".join(passed),
+                _REEXEC_TARGET_VAR: str(target_workers),
             }
         )
         sys.stdout.flush()

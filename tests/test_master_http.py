@@ -204,6 +204,22 @@ def test_preload_hup_serves_changed_code_with_same_master_pid(serve: Any, tmp_pa
     assert hammer.failures == []
 
 
+def test_preload_hup_keeps_the_worker_count_changed_by_ttin(serve: Any, tmp_path: Path) -> None:
+    """A --preload re-exec keeps the worker count TTIN set, not --workers."""
+    write_app(tmp_path / "versioned.py", "1")
+    s = serve("versioned:app", "--workers", "1", "--preload", app_dir=tmp_path)
+    s.wait_ready(1)
+    s.signal(signal.SIGTTIN)
+    wait_until(lambda: len(s.worker_pids()) == 2, 10, "a second worker")
+    s.wait_log(") ready", count=2)
+    write_app(tmp_path / "versioned.py", "2")
+    s.signal(signal.SIGHUP)
+    s.wait_log("Reload complete", timeout=30)
+    assert "serving with 2 worker(s)" in s.log()
+    wait_until(lambda: get(s.port)[1].startswith("version=2"), 10, "new code served")
+    wait_until(lambda: len(s.worker_pids()) == 2, 10, "two workers after the re-exec")
+
+
 def test_max_requests_recycles_without_failures(serve: Any) -> None:
     """--limit-max-requests retires workers (replacement first) with zero failed requests."""
     s = serve(
