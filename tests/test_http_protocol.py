@@ -181,3 +181,37 @@ def test_websocket_upgrade_while_draining_gets_503():
         assert transport.closed
 
     asyncio.run(run_protocol(apps.hello, steps))
+
+
+def test_streamed_chunks_of_one_loop_turn_go_out_in_one_write():
+    """Chunks an app streams without awaiting anything else leave in one write at the end of
+    the loop turn (not one write each), before the app's next wait ends, and in order."""
+    release = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for piece in (b"one", b"two", b"three"):
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await release.wait()
+        await send({"type": "http.response.body", "body": b"four", "more_body": False})
+
+    async def steps(protocol: HTTP1Protocol, transport: FakeTransport) -> None:
+        writes: list[bytes] = []
+        original = transport.write
+
+        def counting_write(data: Any) -> None:
+            writes.append(bytes(data))
+            original(data)
+
+        transport.write = counting_write  # type: ignore[method-assign]
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        await settle()
+        assert not release.is_set()  # the app is still waiting: the chunks went out anyway
+        assert len(writes) == 2  # the head with the first chunk, then the other two together
+        assert b"3\r\none\r\n" in writes[0]
+        assert writes[1] == b"3\r\ntwo\r\n5\r\nthree\r\n"
+        release.set()
+        await settle()
+        assert transport.written.endswith(b"4\r\nfour\r\n0\r\n\r\n")
+
+    asyncio.run(run_protocol(app, steps))

@@ -31,6 +31,9 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: ones go out as separate buffers (``FlowControl.write_parts``: one vectored write on
 #: uvloop), so the body is never copied.
 COALESCE_LIMIT = 16384
+#: Streamed chunks are queued up to this many bytes before a write is forced: the transport's
+#: own high-water mark (64 KiB) then still governs flow control.
+CORK_LIMIT = 65536
 
 
 class ResponseState(Enum):
@@ -78,6 +81,8 @@ class RequestCycle:
         "buffered",
         "chunks",
         "conn",
+        "corked",
+        "corked_size",
         "disconnected",
         "expect_continue",
         "framer",
@@ -112,6 +117,9 @@ class RequestCycle:
         self.body_complete = False
         self.request_done = False  # the final http.request message was handed out
         self.disconnected = False
+        #: Streamed chunks written within one loop turn, sent together (see _cork).
+        self.corked: list[bytes] | None = None
+        self.corked_size = 0
         self.waiter: asyncio.Future[None] | None = None
         self.resp = ResponseState.WAITING
         self.status = 0
@@ -194,10 +202,8 @@ class RequestCycle:
                     # same; every other case goes through it).
                     body = message.get("body", b"")
                     size = len(body)
-                    if size > COALESCE_LIMIT:
-                        self.conn.flow.write_parts((b"%x\r\n" % size, body, b"\r\n"))
-                    elif size:
-                        self.conn.transport.write(b"%x\r\n%b\r\n" % (size, body))
+                    if size:
+                        self._cork(b"%x\r\n" % size, body, size)
                 else:
                     self._more_body(message)
             elif resp is _STARTED:
@@ -271,10 +277,41 @@ class RequestCycle:
         else:
             self._finish()
 
+    def _cork(self, prefix: bytes, body: bytes, size: int) -> None:
+        """Queue one chunk; the chunks an app streams within one loop turn go out together.
+
+        An app that streams without awaiting anything else sends many chunks per loop turn;
+        one (vectored) write for all of them saves a syscall per chunk. The queue is sent at
+        the end of the turn, when it reaches CORK_LIMIT, or before any other write.
+        """
+        corked = self.corked
+        if corked is None:  # the first chunk of this loop turn: send the queue at its end
+            corked = self.corked = []
+            asyncio.get_running_loop().call_soon(self._uncork_at_turn_end)
+        corked += (prefix, body, b"\r\n")
+        self.corked_size += size
+        if self.corked_size >= CORK_LIMIT:
+            self.uncork()
+
+    def _uncork_at_turn_end(self) -> None:
+        self.uncork()
+        self.corked = None  # the next chunk starts a new queue (and schedules its send)
+
+    def uncork(self) -> None:
+        """Write the queued chunks now (a no-op when nothing is queued)."""
+        corked = self.corked
+        if corked:
+            self.corked = []  # still scheduled: the turn-end callback is due
+            self.corked_size = 0
+            if not self.disconnected:
+                self.conn.flow.write_batch(corked)
+
     def _more_body(self, message: Message) -> None:
         framer = self.framer
         if framer is None:  # pragma: no cover - set together with STREAMING
             raise ASGIProtocolError("response body without a head")
+        if self.corked:
+            self.uncork()
         more = message.get("more_body", False)
         overflow = framer.overflow
         data = framer.frame(message.get("body", b""), more)

@@ -35,6 +35,7 @@ class FlowControl:
         "_transport",
         "gone",
         "read_paused",
+        "write_batch",
         "write_parts",
         "write_paused",
     )
@@ -49,11 +50,21 @@ class FlowControl:
         #: send that honours the write high-water mark; asyncio's (3.12+) buffers without
         #: ever pausing the protocol, so a slow reader would grow the buffer without bound,
         #: and there each part is written on its own instead.
+        vectored = type(transport).__module__.startswith("uvloop")
         self.write_parts: Callable[[Iterable[bytes]], None] = (
             transport.writelines  # type: ignore[attr-defined]
-            if type(transport).__module__.startswith("uvloop")
+            if vectored
             else self._write_each
         )
+        #: Write many small buffers as one: vectored on uvloop, joined on asyncio.
+        self.write_batch: Callable[[list[bytes]], None] = (
+            transport.writelines  # type: ignore[attr-defined]
+            if vectored
+            else self._write_joined
+        )
+
+    def _write_joined(self, parts: list[bytes]) -> None:
+        self._transport.write(b"".join(parts))  # type: ignore[attr-defined]
 
     def _write_each(self, parts: Iterable[bytes]) -> None:
         write = self._transport.write  # type: ignore[attr-defined]
