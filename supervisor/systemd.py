@@ -201,10 +201,8 @@ class SingleProcessNotifier:
             asyncio.get_running_loop().call_later(EXTEND_RESEND, self._extend)
 
 
-def single_process_notifier(config: Config | None = None) -> SingleProcessNotifier:
+def single_process_notifier(config: Config) -> SingleProcessNotifier:
     """The ``notify`` callback ``serve_config`` gives ``run_single`` (reads the environment)."""
-    if config is None:
-        return SingleProcessNotifier(Notifier.from_environ())
     stop = (
         config.timeout_shutdown_delay
         + config.timeout_graceful_shutdown
