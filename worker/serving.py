@@ -354,6 +354,11 @@ class Server:
                 )
         for conn in list(state.connections):
             conn.shutdown_now(self.shutdown_reason)
+        if state.tasks:
+            # One loop turn first: apps waiting in receive() get the disconnect that
+            # shutdown_now() just queued (WebSocket 1001/1012, http.disconnect) and can end
+            # on their own; only what is still running after that is cancelled.
+            await asyncio.sleep(0)
         tasks = list(state.tasks)
         for task in tasks:
             task.cancel()

@@ -167,7 +167,7 @@ class WebSocketConnection(WebSocketOpening):
         """The drain deadline arrived: close with 1001 (stop) or 1012 (restart)."""
         code = reason.ws_close_code
         phase = self.phase
-        self._shut_down = self.inbox.deliver_on_cancel = True
+        self._shut_down = True
         if phase is Phase.OPEN:
             self._start_close(code, "")
             self.inbox.clear()  # no time left to process them: the disconnect goes first

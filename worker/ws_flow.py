@@ -79,7 +79,7 @@ class Flow:
 class Inbox:
     """Messages for the app, in order, ending with one ``websocket.disconnect``."""
 
-    __slots__ = ("_flow", "_loop", "_max", "_queue", "_waiter", "deliver_on_cancel", "final")
+    __slots__ = ("_flow", "_loop", "_max", "_queue", "_waiter", "final")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, flow: Flow, max_queue: int) -> None:
         self._loop = loop
@@ -90,7 +90,6 @@ class Inbox:
         #: The websocket.disconnect, once queued; returned again to any later receive().
         self.final: dict[str, Any] | None = None
         #: Set when the server is stopping: a cancelled receive() returns the disconnect.
-        self.deliver_on_cancel = False
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -134,16 +133,7 @@ class Inbox:
             waiter = self._waiter
             if waiter is None or waiter.done():
                 waiter = self._waiter = self._loop.create_future()
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                # The server cancels app tasks right after shutdown_now(), which has just
-                # queued websocket.disconnect for this waiter: deliver it rather than the
-                # cancellation, so the app sees the 1001/1012 and can clean up.
-                task = asyncio.current_task()
-                if not self.deliver_on_cancel or self.final is None or task is None:
-                    raise
-                task.uncancel()
+            await waiter
         message = queue.popleft()
         if len(queue) < self._max:
             self._flow.resume_reading(PAUSE_QUEUE)
