@@ -24,8 +24,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("corral.error")
 
-#: LISTEN_FDNAMES entry a re-executing master (corral.supervisor.pool) gives its own sockets.
-REEXEC_NAME = "corral-reexec"
+#: LISTEN_FDNAMES entries a re-executing master (corral.supervisor.pool) gives its sockets:
+#: the ones it opened itself (their UNIX socket files still its own to remove at the final
+#: stop) and the ones it was given (--fd, systemd), which stay their owner's.
+REEXEC_OWNED = "corral-reexec"
+REEXEC_GIVEN = "corral-reexec-given"
 
 #: Permissions for a --uds socket file. uvicorn makes it 0o666 so a reverse proxy running as
 #: another user can connect; corral keeps that (a drop-in must not break nginx setups), but
@@ -216,11 +219,10 @@ def open_listeners(config: Config) -> list[Listener]:
     from corral.activation import take_activated_sockets
 
     activated = take_activated_sockets()
-    if activated and all(item.name == REEXEC_NAME for item in activated):
-        # Our own master re-executed in place: these are the sockets it opened, so the
-        # UNIX socket files are still ours to remove at the final stop.
+    if activated and all(item.name in (REEXEC_OWNED, REEXEC_GIVEN) for item in activated):
+        # Our own master re-executed in place and handed over every socket it served.
         logger.info("Kept %d listening socket(s) across the re-exec", len(activated))
-        return [_kept_listener(item.sock, item.url) for item in activated]
+        return [_kept_listener(item.sock, item.name, item.url) for item in activated]
     if activated:
         names = ", ".join(f"{item.name} ({item.url})" for item in activated)
         logger.info("Using %d socket(s) passed by systemd: %s", len(activated), names)
@@ -248,7 +250,14 @@ def open_listeners(config: Config) -> list[Listener]:
     return listeners
 
 
-def _kept_listener(sock: socket.socket, url: str) -> Listener:
+def reexec_name(listener: Listener) -> str:
+    """The LISTEN_FDNAMES entry that tells the re-executed master who owns ``listener``."""
+    return REEXEC_OWNED if listener.kind in ("tcp", "unix") else REEXEC_GIVEN
+
+
+def _kept_listener(sock: socket.socket, name: str, url: str) -> Listener:
+    if name == REEXEC_GIVEN:
+        return Listener(sock, "fd", url)
     if not url.startswith("unix:"):
         return Listener(sock, "tcp", url)
     path = url[len("unix:") :]

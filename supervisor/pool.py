@@ -328,6 +328,8 @@ def reexec_in_place(
     """
     import fcntl
 
+    from corral.listeners import reexec_name
+
     signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
     try:
         # Move everything we pass out of the way first, then into place at 3, 4, ...
@@ -349,10 +351,7 @@ def reexec_in_place(
                 "LISTEN_FDS": str(len(high)),
                 # Only sockets corral opened itself are its own after the exec (their UNIX
                 # socket files removed at the final stop); systemd's and --fd's stay theirs.
-                "LISTEN_FDNAMES": ":".join(
-                    "corral-reexec" if item.kind in ("tcp", "unix") else item.kind
-                    for item in listeners
-                ),
+                "LISTEN_FDNAMES": ":".join(reexec_name(item) for item in listeners),
                 _REEXEC_VAR: ",".join(passed),
                 _REEXEC_TARGET_VAR: str(target_workers),
             }

@@ -58,6 +58,46 @@ def test_fd_shared_by_two_workers(processes: list[Running], tmp_path: Path) -> N
     assert len(pids) == 2, "only one worker ever answered"
 
 
+def test_preload_reexec_with_given_fd_and_uds_removes_only_its_own_file(
+    processes: list[Running], tmp_path: Path
+) -> None:
+    """--bind fd://N (a UNIX socket we were given) plus --uds, HUP with --preload, TERM: the
+    --uds file corral created is removed at the stop, the given socket's file is left alone."""
+    write_app(tmp_path / "app_v.py", "1")
+    given_path, uds_path = tmp_path / "given.sock", tmp_path / "own.sock"
+    given = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    given.bind(str(given_path))
+    given.listen(16)
+    fd = given.fileno()
+    server = start(processes, tmp_path, "--bind", f"fd://{fd}", "--uds", str(uds_path),
+                   "--workers", "1", "--preload", pass_fds=(fd,))  # fmt: skip
+    given.close()
+    server.wait_log(") ready", timeout=30)
+    server.signal(signal.SIGHUP)
+    server.wait_log("Reload complete", timeout=30)
+    assert "Kept 2 listening socket(s)" in server.log()
+    for path in (given_path, uds_path):
+        status, body = get_unix(path)
+        assert status == 200 and body.startswith("version=1")
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0
+    assert not uds_path.exists(), "the --uds file corral created was left behind"
+    assert given_path.exists(), "corral removed the socket file of the fd it was given"
+
+
+def get_unix(path: Path) -> tuple[int, str]:
+    """GET / over a UNIX socket; the status and body."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(10)
+        client.connect(str(path))
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        chunks = []
+        while chunk := client.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
 def served_cert(port: int, ca: trustme.CA) -> bytes:
     """The DER certificate a fresh TLS connection to the server presents."""
     context = ssl.create_default_context()

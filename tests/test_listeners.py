@@ -19,6 +19,7 @@ from corral.listeners import (
     close_listeners,
     open_listeners,
     parse_bind,
+    reexec_name,
 )
 from corral.logging import banner_lines
 
@@ -340,6 +341,32 @@ def test_reexec_sockets_are_kept_and_unix_files_still_owned(
     ]
     close_listeners(listeners)
     assert not path.exists()
+
+
+def test_reexec_keeps_given_sockets_files_apart_from_owned_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a re-exec with --uds and --fd, only the --uds file is ours to remove."""
+    import corral.activation
+    from corral.activation import ActivatedSocket
+
+    sockets = []
+    for name in ("owned.sock", "given.sock"):
+        unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        unix.bind(str(tmp_path / name))
+        unix.listen(1)
+        sockets.append(unix)
+    handed = [
+        ActivatedSocket(sockets[0], "corral-reexec", f"unix:{tmp_path / 'owned.sock'}"),
+        ActivatedSocket(sockets[1], "corral-reexec-given", f"unix:{tmp_path / 'given.sock'}"),
+    ]
+    monkeypatch.setattr(corral.activation, "take_activated_sockets", lambda: handed)
+    listeners = open_listeners(Config(app="x:y", port=0))
+    assert [item.kind for item in listeners] == ["unix", "fd"]
+    assert [reexec_name(item) for item in listeners] == ["corral-reexec", "corral-reexec-given"]
+    close_listeners(listeners)
+    assert not (tmp_path / "owned.sock").exists()
+    assert (tmp_path / "given.sock").exists()
 
 
 def test_systemd_sockets_replace_configured_listeners(monkeypatch: pytest.MonkeyPatch) -> None:
