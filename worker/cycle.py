@@ -15,7 +15,7 @@ import logging
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from corral.worker import cycle_log
+from corral.worker import cycle_log, pathsend
 from corral.worker.cycle_log import log_access  # per response: one name lookup, not two
 from corral.worker.flow import PAUSE_BODY, READ_HIGH_WATER, ClientDisconnected, FlowControl
 from corral.worker.writer import BodyMode, InvalidResponseHeader, ResponseFramer, simple_response
@@ -134,20 +134,20 @@ class RequestCycle:
         self.buffered += len(data)
         if self.buffered > READ_HIGH_WATER:
             self.conn.flow.pause_reading(PAUSE_BODY)
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
 
     def on_body_complete(self) -> None:
         self.body_complete = True
         self.expect_continue = False
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
 
     def on_disconnect(self) -> None:
         """The connection is gone (or corral closed it): wake the app, refuse sends."""
         self.disconnected = True
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake an app waiting in receive() (for body, the end of the response, or EOF)."""
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -223,6 +223,13 @@ class RequestCycle:
             self.status = message["status"]
             self.headers = message.get("headers", ())
             self.resp = _STARTED
+        elif kind == "http.response.pathsend":
+            if resp is _STARTED:
+                await pathsend.send_path(self, message)
+            elif resp is _DISCARDING:
+                self.resp = _COMPLETE
+            else:
+                raise self._out_of_order(kind)
         else:
             raise self._out_of_order(kind)
 
@@ -230,7 +237,7 @@ class RequestCycle:
         self.keep_alive = False  # whatever goes out now, the connection won't be reused
         expected = {
             ResponseState.WAITING: "'http.response.start'",
-            ResponseState.STARTED: "'http.response.body'",
+            ResponseState.STARTED: "'http.response.body' or 'http.response.pathsend'",
             ResponseState.STREAMING: "'http.response.body'",
         }.get(self.resp, "nothing (the response is complete)")
         return ASGIProtocolError(f"Expected ASGI message {expected}, but got {kind!r}.")
@@ -337,9 +344,7 @@ class RequestCycle:
                 self.keep_alive = False
             elif framer.overflow or framer.mode is BodyMode.CLOSE:
                 self.keep_alive = False
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
         self.conn.response_complete(self)
 
     def _answer(self, status: int) -> None:
@@ -352,9 +357,7 @@ class RequestCycle:
         conn.transport.write(simple_response(status, conn.state, close=not self.keep_alive))
         if self.resp is not ResponseState.DISCARDING:
             self.resp = ResponseState.COMPLETE
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
         conn.response_complete(self)
 
     def fail(self, status: int) -> None:

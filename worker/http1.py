@@ -22,6 +22,7 @@ from corral.worker.cycle import RequestCycle
 from corral.worker.flow import PAUSE_BODY, PAUSE_PIPELINE, FlowControl
 from corral.worker.http1_ending import DRAIN_GRACE, LINGER, ConnectionEnding
 from corral.worker.parsers import ParseError, ParserLimits, RequestHead, make_parser
+from corral.worker.pathsend import EXTENSION as PATHSEND
 from corral.worker.proxy_headers import apply_to_scope
 
 if TYPE_CHECKING:
@@ -258,7 +259,7 @@ class HTTP1Protocol(ConnectionEnding):
         if root:
             path = root + path
             raw_path = self._root_path_raw + raw_path
-        scope = {
+        scope: dict[str, Any] = {
             "type": "http",
             "asgi": _ASGI.copy(),
             "http_version": head.http_version,
@@ -272,7 +273,9 @@ class HTTP1Protocol(ConnectionEnding):
             "query_string": head.query_string,
             "headers": head.headers,
             "state": self.state.lifespan_state.copy(),
-            "extensions": {} if self._tls is None else {"tls": self._tls},
+            "extensions": (
+                {PATHSEND: {}} if self._tls is None else {PATHSEND: {}, "tls": self._tls}
+            ),
         }
         if self._trusted is not None:
             apply_to_scope(scope, self._trusted)

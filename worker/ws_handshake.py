@@ -16,6 +16,7 @@ from typing import Any
 
 from corral.config import Config
 from corral.worker.asgi import Message
+from corral.worker.pathsend import EXTENSION as PATHSEND
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHandshake, InvalidHeader, InvalidHeaderValue
 from websockets.extensions.base import ServerExtensionFactory
@@ -131,7 +132,9 @@ def websocket_scope(http_scope: dict[str, Any]) -> dict[str, Any]:
     for name, value in http_scope["headers"]:
         if name == b"sec-websocket-protocol":
             subprotocols.extend(parse_subprotocol(value.decode("latin-1")))
+    # The HTTP scope's extensions (TLS) carry over, except what only HTTP responses support.
     extensions = dict(http_scope.get("extensions") or {})
+    extensions.pop(PATHSEND, None)
     extensions["websocket.http.response"] = {}
     scope: dict[str, Any] = {
         "type": "websocket",

@@ -1,0 +1,171 @@
+"""The ``http.response.pathsend`` extension over real sockets, on every loop and parser."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import RawClient, get, wait_for
+
+
+def file_app(
+    path: Any, headers: list[tuple[bytes, bytes]] | None = None, before: Any = None
+) -> Any:
+    """An app that answers every request with ``path`` through pathsend."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        assert "http.response.pathsend" in scope["extensions"]
+        await send({"type": "http.response.start", "status": 200, "headers": headers or []})
+        if before is not None:
+            await send(before)
+        await send({"type": "http.response.pathsend", "path": str(path)})
+
+    return app
+
+
+@pytest.fixture
+def big_file(tmp_path: Path) -> tuple[Path, bytes]:
+    """3 MiB and a bit of random bytes: several pieces, and over any socket buffer."""
+    data = os.urandom(3 * 1024 * 1024 + 12345)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    return path, data
+
+
+def test_extension_advertised_and_file_sent_with_its_length(http_server, big_file):
+    """The file arrives whole, with the Content-Length corral derived from its size."""
+    path, data = big_file
+    server = http_server(file_app(path))
+    response = httpx.get(server.url(), timeout=30)
+    assert response.status_code == 200
+    assert response.headers["content-length"] == str(len(data))
+    assert "transfer-encoding" not in response.headers
+    assert response.content == data
+
+
+def test_keep_alive_after_pathsend_and_apps_own_headers_kept(http_server, tmp_path):
+    """Small and empty files on one connection; the app's Content-Type and length stand."""
+    small = tmp_path / "small.txt"
+    small.write_bytes(b"hello from a file\n")
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    headers = [(b"content-type", b"text/plain"), (b"content-length", b"18")]
+    server = http_server(file_app(small, headers))
+    with RawClient(server.port) as raw:
+        for _ in range(3):
+            raw.send(get())
+            response = raw.read_response()
+            assert response.status == 200
+            assert response.body == b"hello from a file\n"
+            assert response.header("content-type") == "text/plain"
+            assert [v for k, v in response.headers if k == "content-length"] == ["18"]
+    server = http_server(file_app(empty))
+    with RawClient(server.port) as raw:
+        raw.send(get() + get())
+        assert [raw.read_response().body for _ in range(2)] == [b"", b""]
+
+
+def test_head_gets_the_length_without_the_body(http_server, big_file):
+    path, data = big_file
+    server = http_server(file_app(path))
+    with RawClient(server.port) as raw:
+        raw.send(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n" + get())
+        head = raw.read_response(head_request=True)
+        assert head.status == 200
+        assert head.header("content-length") == str(len(data))
+        follow = raw.read_response()  # framing intact: the next response starts right after
+        assert follow.body == data
+
+
+def test_http10_client_gets_the_file_with_its_length(http_server, tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"x" * 100_000)
+    server = http_server(file_app(path))
+    with RawClient(server.port) as raw:
+        raw.send(b"GET / HTTP/1.0\r\n\r\n")
+        response = raw.read_response()
+        assert response.header("content-length") == "100000"
+        assert response.body == b"x" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("target", "logged"),
+    [
+        ("relative/file.txt", "needs an absolute path"),
+        ("/nonexistent/corral-pathsend", "No such file"),
+        ("DIR", "is not a regular file"),
+        ("FIFO", "is not a regular file"),
+    ],
+)
+def test_bad_path_is_a_500_and_one_logged_error(http_server, caplog, tmp_path, target, logged):
+    """A path corral cannot send is the app's error: 500 before anything went out."""
+    if target == "FIFO":  # opening it for reading would block until a writer came
+        target = str(tmp_path / "fifo")
+        os.mkfifo(target)
+    server = http_server(file_app(tmp_path if target == "DIR" else target))
+    with RawClient(server.port) as raw:
+        raw.send(get())
+        assert raw.read_response().status == 500
+    wait_for(
+        lambda: any(r.exc_info for r in caplog.records if r.name == "corral.error"),
+        message="the app error to be logged",
+    )
+    errors = [r for r in caplog.records if r.name == "corral.error" and r.exc_info]
+    assert len(errors) == 1
+    assert logged in str(errors[0].exc_info[1])
+
+
+def test_pathsend_after_body_is_out_of_order(http_server, caplog, tmp_path):
+    """pathsend is the whole body: after a body chunk it is an ASGI error, the connection ends."""
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"abc")
+    body = {"type": "http.response.body", "body": b"partial", "more_body": True}
+    server = http_server(file_app(path, before=body))
+    with RawClient(server.port) as raw:
+        raw.send(get())
+        assert b" 200 " in raw.read_until(b"\r\n\r\n")
+        rest = raw.read_to_eof()  # the chunk sent, then closed without the final chunk
+        assert b"partial" in rest and not rest.endswith(b"0\r\n\r\n")
+    wait_for(
+        lambda: any("pathsend" in r.getMessage() or r.exc_info for r in caplog.records),
+        message="the out-of-order message to be logged",
+    )
+
+
+def test_slow_reader_does_not_buffer_the_whole_file(http_server, tmp_path):
+    """Flow control holds: with a client that reads nothing, corral reads only a little of a
+    large file ahead (the transport's high-water mark plus one piece), not all of it."""
+    path = tmp_path / "large.bin"
+    size = 64 * 1024 * 1024  # far more than the socket buffers hold
+    with open(path, "wb") as out:
+        out.truncate(size)  # sparse: costs no disk
+    server = http_server(file_app(path))
+    client = socket.create_connection(("127.0.0.1", server.port))
+    try:
+        client.sendall(get())
+
+        def paused_buffer() -> int | None:
+            """The write buffer once the server waits for the client; None before."""
+            conns = server.connections
+            if conns and conns[0].flow.write_paused:
+                return int(conns[0].transport.get_write_buffer_size())
+            return None
+
+        wait_for(lambda: paused_buffer() is not None, message="the server to wait for room")
+        held = paused_buffer()
+        assert held is not None and held < 1024 * 1024, f"{held} bytes buffered"
+        received = 0
+        while received < size:  # it all arrives once the client reads
+            chunk = client.recv(1 << 20)
+            assert chunk
+            received += len(chunk)
+        assert received >= size
+    finally:
+        client.close()
