@@ -2,8 +2,9 @@
 
 - An exit the master asked for (drain, fast stop, kill), or any exit during a stop, is
   expected: nothing follows from it.
-- A boot failure before any worker was ever READY halts the master (exit 3): the app
-  cannot start, and retrying would only repeat the failure.
+- A boot failure before any worker was ever READY halts the master with the code the
+  worker announced (3 when it announced none): the app cannot start, and retrying would
+  only repeat the failure.
 - A boot failure of the new generation during a reload abandons the reload: the old
   generation keeps serving.
 - Otherwise quick repeated crashes back off exponentially.
@@ -30,6 +31,8 @@ QUICK_CRASH = 10.0
 #: Backoff after the second quick crash in a row, doubling each time up to the cap.
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
+#: Codes a worker's FATAL may hand on as the master's own exit code; anything else is 3.
+_HALT_CODES = frozenset({ExitCode.ERROR, ExitCode.USAGE, ExitCode.APP_FAILED})
 
 
 class ExitKind(Enum):
@@ -74,7 +77,10 @@ def judge_exit(
         return ExitVerdict(ExitKind.EXPECTED, backoff)
     booting = is_booting(worker)
     if booting and not ever_ready:
-        return ExitVerdict(ExitKind.BOOT_FAILURE, backoff, halt=ExitCode.APP_FAILED)
+        # The code the worker announced, so the master exits as one process would have (a
+        # config error the worker found is 2, an app that failed to load or start is 3).
+        halt = ExitCode(worker.fatal_code) if worker.fatal_code in _HALT_CODES else None
+        return ExitVerdict(ExitKind.BOOT_FAILURE, backoff, halt=halt or ExitCode.APP_FAILED)
     if booting and target.reload_from is not None and worker.generation == target.generation:
         return ExitVerdict(ExitKind.BOOT_FAILURE, Backoff(), abandon_reload=True)
     quick = now - worker.started_at < QUICK_CRASH

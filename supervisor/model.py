@@ -136,6 +136,11 @@ class WorkerView(Protocol):
     @property
     def retire_reason(self) -> str | None: ...
     @property
+    def fatal_code(self) -> int | None:
+        """The exit code a worker announced (FATAL) before failing, if it did."""
+        ...
+
+    @property
     def memory_mib(self) -> float | None: ...
 
 

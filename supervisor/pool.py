@@ -63,7 +63,6 @@ class WorkerHandle:
     retire_reason: str | None = None
     booted: bool = False
     memory_mib: float | None = None
-    requests: int = 0
     #: Exit code announced with FATAL before a boot failure.
     fatal_code: int | None = None
     decoder: Decoder = field(default_factory=Decoder)
@@ -93,7 +92,6 @@ class WorkerHandle:
         """Apply one channel message; True when it is this worker's READY."""
         if message.kind is Kind.BEAT:
             self.last_beat = now
-            self.requests = message.number
         elif message.kind is Kind.READY and self.state is WorkerState.BOOTING:
             self.transition(WorkerState.READY)
             self.booted = True

@@ -46,6 +46,7 @@ class FakeWorker:
     retire_reason: str | None = None
     memory_mib: float | None = None
     booted: bool = True
+    fatal_code: int | None = None
 
 
 def pool(n: int, generation: int = 1, state: WorkerState = R) -> list[FakeWorker]:
@@ -234,6 +235,19 @@ def test_boot_failure_before_any_ready_halts_with_3() -> None:
     w = FakeWorker(pid=1, slot=1, state=B)
     v = judge_exit(w, Target(1, 1), Backoff(), ever_ready=False, now=1.0)
     assert v.kind is ExitKind.BOOT_FAILURE and v.halt is ExitCode.APP_FAILED
+
+
+@pytest.mark.parametrize(
+    ("announced", "halt"),
+    [(2, ExitCode.USAGE), (1, ExitCode.ERROR), (3, ExitCode.APP_FAILED), (0, ExitCode.APP_FAILED),
+     (77, ExitCode.APP_FAILED), (None, ExitCode.APP_FAILED)],
+)  # fmt: skip
+def test_boot_failure_halts_with_the_code_the_worker_announced(
+    announced: int | None, halt: ExitCode
+) -> None:
+    """The master exits as one process would have: a worker's FATAL code is passed on."""
+    w = FakeWorker(pid=1, slot=1, state=B, fatal_code=announced)
+    assert judge_exit(w, Target(1, 1), Backoff(), ever_ready=False, now=1.0).halt is halt
 
 
 def test_boot_timeout_abort_counts_as_boot_failure() -> None:
