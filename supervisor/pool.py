@@ -78,15 +78,7 @@ class WorkerHandle:
         """Messages that arrived on the channel; None at EOF (ChannelError on garbage)."""
         if self.channel is None:
             return None
-        try:
-            data = self.channel.recv(4096)
-        except BlockingIOError:
-            return []
-        except OSError:
-            return None
-        if not data:
-            return None
-        return self.decoder.feed(data)
+        return self.decoder.receive(self.channel)
 
     def note(self, message: Message, now: float) -> bool:
         """Apply one channel message; True when it is this worker's READY."""

@@ -83,3 +83,24 @@ def test_beat_interval_fits_several_beats_per_timeout() -> None:
     """Heartbeats come at least five times per health-check timeout, at most once a second."""
     assert channel.beat_interval(30.0) == 1.0
     assert channel.beat_interval(2.0) == pytest.approx(0.4)
+
+
+def test_receive_reads_messages_nothing_yet_and_eof() -> None:
+    """receive(): whole messages, [] while nothing is there, None once the peer is gone."""
+    import socket
+
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    decoder = Decoder()
+    try:
+        assert decoder.receive(ours) == []
+        theirs.sendall(channel.ready() + channel.beat(7)[:3])
+        messages = decoder.receive(ours)
+        assert messages is not None and [m.kind for m in messages] == [Kind.READY]
+        theirs.sendall(channel.beat(7)[3:])
+        messages = decoder.receive(ours)
+        assert messages is not None and messages[0].number == 7
+        theirs.close()
+        assert decoder.receive(ours) is None
+    finally:
+        ours.close()

@@ -23,6 +23,7 @@ master -> worker
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from enum import Enum
 
@@ -164,6 +165,17 @@ class Decoder:
         if len(self._buffer) > MAX_LINE:
             raise ChannelError("channel line too long")
         return messages
+
+    def receive(self, sock: socket.socket) -> list[Message] | None:
+        """Read what ``sock`` (non-blocking) has: its messages, [] if nothing yet, None at
+        EOF or on a broken socket. Raises ChannelError on garbage."""
+        try:
+            data = sock.recv(4096)
+        except BlockingIOError:
+            return []
+        except OSError:
+            return None
+        return self.feed(data) if data else None
 
     @property
     def pending(self) -> int:

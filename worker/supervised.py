@@ -154,22 +154,16 @@ class _Supervised:
 
     def on_channel(self) -> None:
         try:
-            data = self.link.sock.recv(4096)
-        except BlockingIOError:
+            messages = self.link.decoder.receive(self.link.sock)
+        except ChannelError as exc:
+            logger.error("Bad message from the master: %s", exc)
             return
-        except OSError:
-            data = b""
-        if not data:
+        if messages is None:
             asyncio.get_running_loop().remove_reader(self.link.sock.fileno())
             self.link.open = False
             if not self.server.should_exit:
                 logger.warning("The master process is gone; stopping")
             self.server.request_stop(ShutdownReason.STOP)
-            return
-        try:
-            messages = self.link.decoder.feed(data)
-        except ChannelError as exc:
-            logger.error("Bad message from the master: %s", exc)
             return
         for message in messages:
             if message.kind is Kind.DRAIN:
