@@ -27,11 +27,7 @@ from corral.options import (
     url_path,
 )
 
-__all__ = ["PENDING", "Config", "Option", "options"]
-
-#: Settings declared here whose behaviour has not landed yet. Setting one to anything but its
-#: default is refused with a clear error rather than silently ignored.
-PENDING: frozenset[str] = frozenset()
+__all__ = ["Config", "Option", "options"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -320,7 +316,7 @@ class Config:
     # fmt: on
 
     def __post_init__(self) -> None:
-        check_options(self, PENDING)
+        check_options(self)
         if self.interface == "wsgi":
             raise ConfigError(
                 "--interface",

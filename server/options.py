@@ -52,8 +52,8 @@ def declared_options(cls: type) -> list[tuple[str, Option, Any]]:
     return out
 
 
-def check_options(instance: Any, pending: frozenset[str]) -> None:
-    """Run every field's choice list and check; refuse a ``pending`` setting off its default.
+def check_options(instance: Any) -> None:
+    """Run every field's choice list and check.
 
     Raises :class:`~corral.errors.ConfigError` naming the field's first flag.
     """
@@ -71,8 +71,6 @@ def check_options(instance: Any, pending: frozenset[str]) -> None:
             problem = option.check(value)
             if problem:
                 raise ConfigError(flag, problem)
-        if f.name in pending and value != f.default:
-            raise ConfigError(flag, "this option is not implemented in corral yet")
 
 
 # --- checks ------------------------------------------------------------------------------

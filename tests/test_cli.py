@@ -15,7 +15,7 @@ import corral.cli
 import pytest
 from click.testing import CliRunner
 from corral import __version__
-from corral.config import PENDING, Config, options
+from corral.config import Config, options
 from corral.errors import AppLoadError, ConfigError, ExitCode, StartupError
 
 DEADLINE = 20.0
@@ -123,19 +123,6 @@ def test_usage_errors_name_the_option(invoke: Any, args: list[str], named: str) 
     assert result.exit_code == ExitCode.USAGE
     assert config is None
     assert named in result.output
-
-
-def test_pending_option_is_refused(invoke: Any) -> None:
-    """A declared but not yet implemented option is an error, never silently ignored."""
-    if not PENDING:
-        pytest.skip("every declared option is implemented")
-    name = sorted(PENDING)[0]
-    option = next(o for n, o, _ in options() if n == name)
-    flag = option.flags[0].split("/")[0]
-    args = [flag] if option.kind in ("flag", "bool") else [flag, "1"]
-    result, config = invoke(["main:app", *args])
-    assert result.exit_code == ExitCode.USAGE and config is None
-    assert flag in result.output
 
 
 def test_missing_app(invoke: Any) -> None:
