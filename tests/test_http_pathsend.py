@@ -169,3 +169,29 @@ def test_slow_reader_does_not_buffer_the_whole_file(http_server, tmp_path):
         assert received >= size
     finally:
         client.close()
+
+
+def test_client_gone_mid_file_closes_the_file_and_logs_no_error(http_server, caplog, tmp_path):
+    """A client that leaves halfway: the app's send() raises ClientDisconnected, the file is
+    closed, and no error is logged."""
+    path = tmp_path / "large.bin"
+    with open(path, "wb") as out:
+        out.truncate(64 * 1024 * 1024)
+    server = http_server(file_app(path))
+
+    def file_open() -> bool:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                    return True
+            except OSError:
+                continue
+        return False
+
+    with socket.create_connection(("127.0.0.1", server.port)) as client:
+        client.sendall(get())
+        assert client.recv(65536)
+        wait_for(file_open, message="the server to open the file")
+    wait_for(lambda: not server.connections, message="the server to drop the connection")
+    wait_for(lambda: not file_open(), message="the file to be closed")
+    assert not [r for r in caplog.records if r.name == "corral.error" and r.levelno >= 40]
