@@ -86,9 +86,15 @@ def adopt(master: Master, handles: list[WorkerHandle], replace: bool = True) -> 
     if not handles:
         return
     old = max(h.generation for h in handles)
+    table = master.load_table
     for handle in handles:
         handle.generation = old
         master.workers[handle.pid] = handle
+        if handle.seat is not None:
+            if table is not None:
+                table.take(handle.seat)  # still publishing there: balanced with the new ones
+            else:
+                handle.seat = None
     master.ever_ready = True
     master.next_generation = old + 2
     if not replace:
@@ -114,6 +120,7 @@ def reexec(master: Master) -> None:
     master.emit("reexec")
     ready = [h for h in master.workers.values() if h.state is WorkerState.READY]
     try:
-        reexec_in_place(master.listeners, ready, master.target.workers)
+        table_fd = master.load_table.fd if master.load_table is not None else None
+        reexec_in_place(master.listeners, ready, master.target.workers, table_fd)
     except OSError as exc:
         logger.error("Re-executing the master failed (%s); reloading workers only", exc)

@@ -40,6 +40,7 @@ from corral.supervisor.policy import (
 from corral.supervisor.pool import (
     MASTER_SIGNALS,
     WorkerHandle,
+    adopted_table,
     adopted_target,
     adopted_workers,
     app_title,
@@ -103,9 +104,8 @@ class Master:
         #: systemd notifications (a no-op without NOTIFY_SOCKET); set by run_master.
         self.notifier: MasterNotifier | None = None
         #: Shared memory where workers publish their connection counts (made before any
-        #: fork); each worker's seat in it, by pid, freed when the worker is reaped.
+        #: fork); each worker's seat in it is on its handle, freed when it is reaped.
         self.load_table = load_table
-        self.seats: dict[int, int] = {}
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -175,9 +175,8 @@ class Master:
     def _reap(self, now: float) -> None:
         for pid, status in reap():
             handle = self.workers.pop(pid, None)
-            seat = self.seats.pop(pid, None)
-            if seat is not None and self.load_table is not None:
-                self.load_table.release(seat)
+            if handle is not None and handle.seat is not None and self.load_table is not None:
+                self.load_table.release(handle.seat)
             if handle is None:
                 logger.debug("Reaped process %d (not a worker): %s", pid, describe_exit(status))
                 continue
@@ -263,8 +262,7 @@ class Master:
             if table is not None and seat is not None:
                 table.release(seat)
             raise
-        if seat is not None:
-            self.seats[handle.pid] = seat
+        handle.seat = seat
         self.workers[handle.pid] = handle
         if handle.channel is not None:
             self.selector.register(handle.channel, selectors.EVENT_READ, handle)
@@ -350,7 +348,8 @@ def run_master(config: Config, listeners: list[Listener]) -> ExitCode:
     for line in banner_lines(listeners):
         logger.info("%s", line)
     logger.info("Started parent process [%d]", os.getpid())
-    table = LoadTable.create()  # before the first fork, so every worker shares it
+    # Before the first fork, so every worker shares it; after a re-exec, the same table.
+    table = adopted_table() or LoadTable.create()
     master = Master(
         config,
         listeners,

@@ -31,6 +31,7 @@ from corral.worker.channel import Decoder, Kind, Message
 
 if TYPE_CHECKING:
     from corral.listeners import Listener
+    from corral.worker.balance import LoadTable
 
 logger = logging.getLogger("corral.error")
 
@@ -63,6 +64,8 @@ class WorkerHandle:
     retire_reason: str | None = None
     booted: bool = False
     memory_mib: float | None = None
+    #: Its seat in the master's load table (freed when it is reaped).
+    seat: int | None = None
     #: Exit code announced with FATAL before a boot failure.
     fatal_code: int | None = None
     decoder: Decoder = field(default_factory=Decoder)
@@ -269,6 +272,8 @@ _REEXEC_FD_FLOOR = 100
 _REEXEC_VAR = "CORRAL_REEXEC_WORKERS"
 #: The worker count in force (TTIN/TTOU may have changed it from --workers).
 _REEXEC_TARGET_VAR = "CORRAL_REEXEC_TARGET"
+#: The fd of the load table's memfd, so adopted and new workers balance together.
+_REEXEC_TABLE_VAR = "CORRAL_REEXEC_TABLE"
 
 
 def adopted_target(environ: dict[str, str] | None = None) -> int | None:
@@ -278,13 +283,26 @@ def adopted_target(environ: dict[str, str] | None = None) -> int | None:
     return int(raw) if raw.isdigit() and int(raw) > 0 else None
 
 
+def adopted_table(environ: dict[str, str] | None = None) -> LoadTable | None:
+    """The load table a previous master image handed over (once), if any."""
+    from corral.worker.balance import LoadTable
+
+    env = os.environ if environ is None else environ
+    raw = env.pop(_REEXEC_TABLE_VAR, "")
+    if not raw.isdigit():
+        return None
+    fd = int(raw)
+    os.set_inheritable(fd, False)
+    return LoadTable.adopt(fd)
+
+
 def adopted_workers(now: float, environ: dict[str, str] | None = None) -> list[WorkerHandle]:
     """Workers a previous master image handed over through the environment (once)."""
     env = os.environ if environ is None else environ
     raw = env.pop(_REEXEC_VAR, "")
     handles = []
     for item in filter(None, raw.split(",")):
-        pid, slot, generation, fd = (int(part) for part in item.split(":"))
+        pid, slot, generation, fd, seat = (int(part) for part in item.split(":"))
         sock = socket.socket(fileno=fd)
         sock.set_inheritable(False)
         sock.setblocking(False)
@@ -299,20 +317,25 @@ def adopted_workers(now: float, environ: dict[str, str] | None = None) -> list[W
                 last_beat=now,
                 state=WorkerState.READY,
                 booted=True,
+                seat=seat or None,
             )
         )
     return handles
 
 
 def reexec_in_place(
-    listeners: list[Listener], workers: list[WorkerHandle], target_workers: int
+    listeners: list[Listener],
+    workers: list[WorkerHandle],
+    target_workers: int,
+    table_fd: int | None = None,
 ) -> None:
     """Replace this process image with a fresh corral (same pid, same sockets).
 
     The listening sockets go to fds 3.. as in socket activation (LISTEN_PID is our own
-    pid, so serve_config adopts them instead of binding); each worker's channel fd and
-    identity go in CORRAL_REEXEC_WORKERS, the worker count in force (TTIN/TTOU) in
-    CORRAL_REEXEC_TARGET. Signals stay blocked across the exec so a
+    pid, so serve_config adopts them instead of binding); each worker's channel fd,
+    identity and load-table seat go in CORRAL_REEXEC_WORKERS, the worker count in force
+    (TTIN/TTOU) in CORRAL_REEXEC_TARGET, the load table's fd in CORRAL_REEXEC_TABLE.
+    Signals stay blocked across the exec so a
     SIGTERM or SIGHUP that arrives meanwhile waits for the new master's handlers
     instead of killing it.
     """
@@ -332,7 +355,11 @@ def reexec_in_place(
             if handle.channel is None:
                 continue
             fd = fcntl.fcntl(handle.channel.fileno(), fcntl.F_DUPFD, _REEXEC_FD_FLOOR)
-            passed.append(f"{handle.pid}:{handle.slot}:{handle.generation}:{fd}")
+            passed.append(f"{handle.pid}:{handle.slot}:{handle.generation}:{fd}:{handle.seat or 0}")
+        if table_fd is not None:
+            os.environ[_REEXEC_TABLE_VAR] = str(
+                fcntl.fcntl(table_fd, fcntl.F_DUPFD, _REEXEC_FD_FLOOR)
+            )
         for index, fd in enumerate(high):
             os.dup2(fd, 3 + index, inheritable=True)
         os.environ.update(

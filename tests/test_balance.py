@@ -103,6 +103,28 @@ def test_shared_table_is_seen_across_fork() -> None:
     assert t.least_other(mine) == 42
 
 
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memfd is Linux-only")
+def test_adopted_table_keeps_loads_and_taken_seats() -> None:
+    """What a re-executed master maps from the handed-over fd: the same memory, the loads
+    the old workers published, and their seats taken so new workers get other ones."""
+    old = LoadTable.create(seats=4)
+    assert old.fd is not None
+    first, second = old.claim(), old.claim()
+    assert first == 1 and second == 2
+    old.publish(first, 5)
+    old.publish(second, 7)
+    new = LoadTable.adopt(os.dup(old.fd))
+    assert new.seats == 4
+    new.take(first)
+    new.take(second)
+    assert new.load(first) == 5 and new.load(second) == 7
+    seat = new.claim()
+    assert seat == 3
+    new.publish(seat, 1)
+    assert old.least_other(first) == 1, "old and new workers see one table"
+    assert new.least_other(seat) == 5
+
+
 # --- the decision ------------------------------------------------------------------------
 
 
@@ -329,3 +351,32 @@ def test_a_blocked_worker_does_not_stall_accepting(corral_server: Any) -> None:
         blocker.close()
     assert sum(served.values()) == 12
     assert blocked not in served, served
+
+
+def _table_inode(pid: int) -> int | None:
+    """The inode of the load table's memfd as mapped by process ``pid``, if it maps one."""
+    with open(f"/proc/{pid}/maps") as maps:
+        for line in maps:
+            if "memfd:corral-load" in line:
+                return int(line.split()[4])
+    return None
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memfd is Linux-only")
+def test_preload_reexec_keeps_one_load_table(corral_server: Any) -> None:
+    """A --preload reload re-executes the master: it maps the same table again, so the
+    adopted workers and their replacements balance in one table, not in two."""
+    import signal
+
+    server = corral_server("--workers", "2", "--preload")
+    server.wait_log(") ready", count=2, timeout=30)
+    table = _table_inode(server.pid)
+    old = set(server.children())
+    assert table is not None and {_table_inode(pid) for pid in old} == {table}
+    server.signal(signal.SIGHUP)
+    server.wait_log("Reload complete", timeout=30)
+    assert "Re-executing the master" in server.log()
+    assert _table_inode(server.pid) == table
+    wait_until(lambda: not old & set(server.children()), 30, "the old workers to exit")
+    new = server.children()
+    assert len(new) == 2 and {_table_inode(pid) for pid in new} == {table}

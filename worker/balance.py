@@ -2,12 +2,13 @@
 
 Forked workers on one socket race for each new connection, and whichever loop wakes first
 tends to take them all (measured here with 2 workers: 64/0 at 64 connections). So the
-master creates a small :class:`LoadTable` in anonymous shared memory before its first
-fork; every worker inherits it, sits in its own seat and publishes its live connection
-count there. Before accepting, a worker compares its count with the least-loaded peer
-(:func:`decide`): too far ahead, it stops reading the listening socket for a moment so a
-peer takes the connection. Deferral is bounded in time, so a hung or slow peer never stalls
-accepting (the health check deals with hung workers).
+master creates a small :class:`LoadTable` in shared memory before its first fork (a memfd
+on Linux, handed on when the master re-executes itself); every worker inherits it, sits in
+its own seat and publishes its live connection count there. Before accepting, a worker
+compares its count with the least-loaded peer (:func:`decide`): too far ahead, it stops
+reading the listening socket for a moment so a peer takes the connection. Deferral is
+bounded in time, so a hung or slow peer never stalls accepting (the health check deals
+with hung workers).
 
 No locks: each seat has one writer (its worker; the master only when the worker is gone),
 a seat is one aligned 64-bit word, and a stale read only makes a decision slightly off.
@@ -16,6 +17,7 @@ a seat is one aligned 64-bit word, and a stale read only makes a decision slight
 from __future__ import annotations
 
 import mmap
+import os
 import time
 from collections.abc import Callable, Sized
 from dataclasses import dataclass
@@ -48,7 +50,7 @@ class LoadTable:
     without processes; :meth:`create` makes the shared one.
     """
 
-    def __init__(self, buffer: bytearray | mmap.mmap, seats: int) -> None:
+    def __init__(self, buffer: bytearray | mmap.mmap, seats: int, *, fresh: bool = True) -> None:
         self._buffer = buffer
         self._view = memoryview(buffer).cast("q")
         if len(self._view) < seats + 1:
@@ -57,15 +59,41 @@ class LoadTable:
         self._claimed: set[int] = set()
         #: This process's seat (set in a forked worker by :meth:`sit`).
         self.mine: int | None = None
-        for index in range(1, seats + 1):
-            self._view[index] = ABSENT
-        self._view[0] = 0
+        #: The memfd behind a shared table, which a re-executing master hands over.
+        self.fd: int | None = None
+        if fresh:
+            for index in range(1, seats + 1):
+                self._view[index] = ABSENT
+            self._view[0] = 0
 
     @classmethod
     def create(cls, seats: int = TABLE_SEATS) -> LoadTable:
-        """A table in anonymous shared memory, visible to every process forked after this."""
+        """A table in shared memory, visible to every process forked after this.
+
+        Backed by a memfd where the platform has one (Linux), so that a master which
+        re-executes itself (--preload reload) maps the same table again and its adopted
+        workers keep balancing with the new ones; elsewhere anonymous shared memory.
+        """
         size = (seats + 1) * 8
-        return cls(mmap.mmap(-1, size, flags=mmap.MAP_SHARED), seats)
+        if not hasattr(os, "memfd_create"):
+            return cls(mmap.mmap(-1, size, flags=mmap.MAP_SHARED), seats)
+        fd = os.memfd_create("corral-load", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            table = cls(mmap.mmap(fd, size, flags=mmap.MAP_SHARED), seats)
+        except BaseException:
+            os.close(fd)
+            raise
+        table.fd = fd
+        return table
+
+    @classmethod
+    def adopt(cls, fd: int) -> LoadTable:
+        """Map the table a previous master image handed over; the loads in it stay."""
+        size = os.fstat(fd).st_size
+        table = cls(mmap.mmap(fd, size, flags=mmap.MAP_SHARED), size // 8 - 1, fresh=False)
+        table.fd = fd
+        return table
 
     # --- master side -------------------------------------------------------------------
     def claim(self) -> int | None:
@@ -78,6 +106,12 @@ class LoadTable:
                     self._view[0] = index
                 return index
         return None
+
+    def take(self, index: int) -> None:
+        """Mark ``index`` as held by an adopted worker (what it published stays)."""
+        self._claimed.add(index)
+        if index > self._view[0]:
+            self._view[0] = index
 
     def release(self, index: int) -> None:
         """The seat's worker is gone (reaped, or its fork failed): free the seat."""
