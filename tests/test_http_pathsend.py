@@ -73,6 +73,7 @@ def test_keep_alive_after_pathsend_and_apps_own_headers_kept(http_server, tmp_pa
 
 
 def test_head_gets_the_length_without_the_body(http_server, big_file):
+    """HEAD: the file's size as Content-Length, no body, and the next response follows."""
     path, data = big_file
     server = http_server(file_app(path))
     with RawClient(server.port) as raw:
@@ -85,6 +86,7 @@ def test_head_gets_the_length_without_the_body(http_server, big_file):
 
 
 def test_http10_client_gets_the_file_with_its_length(http_server, tmp_path):
+    """An HTTP/1.0 client gets the file framed by Content-Length (never chunked)."""
     path = tmp_path / "a.txt"
     path.write_bytes(b"x" * 100_000)
     server = http_server(file_app(path))
