@@ -124,6 +124,18 @@ def test_bad_path_is_a_500_and_one_logged_error(http_server, caplog, tmp_path, t
     assert logged in str(errors[0].exc_info[1])
 
 
+def test_refused_response_header_gives_500_and_keeps_the_connection(http_server, big_file):
+    """A header corral refuses (CR/LF in a value) turns the file response into a 500; the
+    connection stays usable for the next request."""
+    path, _ = big_file
+    server = http_server(file_app(path, [(b"x-evil", b"a\r\nset-cookie: x=1")]))
+    with RawClient(server.port) as raw:
+        raw.send(get() + get())
+        first, second = raw.read_response(), raw.read_response()
+    assert first.status == second.status == 500
+    assert first.header("set-cookie") is None
+
+
 def test_pathsend_after_body_is_out_of_order(http_server, caplog, tmp_path):
     """pathsend is the whole body: after a body chunk it is an ASGI error, the connection ends."""
     path = tmp_path / "a.txt"

@@ -44,6 +44,8 @@ async def send_path(cycle: RequestCycle, message: Any) -> None:
     the Content-Length. A HEAD request gets the head only. A file that shrinks while it is
     sent ends the response short, which closes the connection like any short body.
     """
+    from corral.worker.cycle import ResponseState  # cycle imports this module
+
     path = message.get("path")
     if not isinstance(path, str) or not os.path.isabs(path):
         raise PathsendError(f"'http.response.pathsend' needs an absolute path, got {path!r}")
@@ -68,4 +70,9 @@ async def send_path(cycle: RequestCycle, message: Any) -> None:
                 {"type": "http.response.body", "body": piece, "more_body": remaining > 0}
             )
             if remaining <= 0:
+                return
+            if cycle.resp is ResponseState.DISCARDING:
+                # Corral answered instead (a response header was refused): end the
+                # discarded body now rather than read the rest of the file for nothing.
+                await cycle.send({"type": "http.response.body", "body": b""})
                 return
