@@ -226,6 +226,7 @@ def test_several_listeners_each_get_a_banner(start: Any) -> None:
         ("hello", "Hello, world!\n"),
         ("streaming", "line 1\nline 2\n"),
         ("lifespan_state", "requests served"),
+        ("files", "hello.py\n"),
     ],
 )
 def test_examples_serve(start: Any, example: str, expected: str) -> None:

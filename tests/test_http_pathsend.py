@@ -209,3 +209,18 @@ def test_client_gone_mid_file_closes_the_file_and_logs_no_error(http_server, cap
     wait_for(lambda: not server.connections, message="the server to drop the connection")
     wait_for(lambda: not file_open(), message="the file to be closed")
     assert not [r for r in caplog.records if r.name == "corral.error" and r.levelno >= 40]
+
+
+def test_files_example_sends_through_pathsend_and_stays_in_its_directory(http_server):
+    """examples/files.py: a file comes back byte for byte; paths outside the directory 404."""
+    from examples import files
+
+    server = http_server(files.app)
+    with RawClient(server.port) as raw:
+        raw.send(get("/hello.py"))
+        response = raw.read_response()
+        assert response.status == 200
+        assert response.body == (files.ROOT / "hello.py").read_bytes()
+        for target in ("/../README.md", "/%2e%2e/README.md", "/nope.txt"):
+            raw.send(get(target))
+            assert raw.read_response().status == 404
