@@ -125,6 +125,23 @@ def test_adopted_table_keeps_loads_and_taken_seats() -> None:
     assert new.least_other(seat) == 5
 
 
+def test_table_without_memfd_falls_back_to_anonymous_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where memfd_create fails (a sandbox), the table still works; it just has no fd."""
+
+    def refuse(*args: object) -> int:
+        raise PermissionError("memfd_create refused")
+
+    monkeypatch.setattr(os, "memfd_create", refuse, raising=False)
+    table = LoadTable.create(seats=2)
+    assert table.fd is None
+    seat = table.claim()
+    assert seat is not None
+    table.publish(seat, 3)
+    assert table.load(seat) == 3
+
+
 # --- the decision ------------------------------------------------------------------------
 
 

@@ -75,9 +75,10 @@ class LoadTable:
         workers keep balancing with the new ones; elsewhere anonymous shared memory.
         """
         size = (seats + 1) * 8
-        if not hasattr(os, "memfd_create"):
+        try:
+            fd = os.memfd_create("corral-load", os.MFD_CLOEXEC)
+        except (AttributeError, OSError):  # no memfd here, or a sandbox refuses it
             return cls(mmap.mmap(-1, size, flags=mmap.MAP_SHARED), seats)
-        fd = os.memfd_create("corral-load", os.MFD_CLOEXEC)
         try:
             os.ftruncate(fd, size)
             table = cls(mmap.mmap(fd, size, flags=mmap.MAP_SHARED), seats)
