@@ -90,11 +90,8 @@ def adopt(master: Master, handles: list[WorkerHandle], replace: bool = True) -> 
     for handle in handles:
         handle.generation = old
         master.workers[handle.pid] = handle
-        if handle.seat is not None:
-            if table is not None:
-                table.take(handle.seat)  # still publishing there: balanced with the new ones
-            else:
-                handle.seat = None
+        if handle.seat is not None and table is not None:
+            table.take(handle.seat)  # still publishing there: balanced with the new ones
     master.ever_ready = True
     master.next_generation = old + 2
     if not replace:

@@ -175,11 +175,11 @@ class Master:
     def _reap(self, now: float) -> None:
         for pid, status in reap():
             handle = self.workers.pop(pid, None)
-            if handle is not None and handle.seat is not None and self.load_table is not None:
-                self.load_table.release(handle.seat)
             if handle is None:
                 logger.debug("Reaped process %d (not a worker): %s", pid, describe_exit(status))
                 continue
+            if handle.seat is not None and self.load_table is not None:
+                self.load_table.release(handle.seat)
             if handle.channel is not None:
                 self._read_channel(handle)  # last words (FATAL) may still be queued
                 self._unregister(handle)

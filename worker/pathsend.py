@@ -1,6 +1,6 @@
 """The ASGI ``http.response.pathsend`` extension: the server sends a file as the body.
 
-An app that advertises nothing but a path (Starlette's ``FileResponse`` does when the
+An app that only names the file (Starlette's ``FileResponse`` does when the
 extension is offered) spares itself reading the file in a thread pool and handing the
 chunks over one ``send()`` at a time. Corral reads the file in large pieces on the event
 loop, as nginx does without ``aio``: page-cache reads are quick, and the response goes
