@@ -258,6 +258,17 @@ def scope_recorder(recorder: Recorder) -> Any:
 
 
 # --- lifespan ---------------------------------------------------------------------------
+async def serve_lifespan(receive: Receive, send: Send) -> None:
+    """The plain lifespan protocol: startup and shutdown both complete."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 def lifespan_app(
     *,
     fail_startup: str | None = None,

@@ -22,6 +22,8 @@ import sys
 import time
 from typing import Any
 
+from tests.apps import serve_lifespan
+
 VERSION = os.environ.get("MASTER_APPS_VERSION", "1")
 _hoard: list[bytearray] = []
 
@@ -53,13 +55,8 @@ def _query(scope: dict[str, Any]) -> dict[str, str]:
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """The test app; see the module docstring for its paths."""
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await serve_lifespan(receive, send)
+        return
     if scope["type"] == "websocket":
         await receive()  # websocket.connect
         await send({"type": "websocket.accept"})

@@ -13,18 +13,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+from tests.apps import serve_lifespan
+
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def _plain(send: Send, body: bytes = b"plain http") -> None:
@@ -60,7 +52,7 @@ async def echo(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     elif scope["type"] == "http":
         await _plain(send)
     elif scope["type"] == "lifespan":
-        await _lifespan(receive, send)
+        await serve_lifespan(receive, send)
 
 
 class Recorder:
@@ -77,7 +69,7 @@ class Recorder:
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await serve_lifespan(receive, send)
             return
         if scope["type"] == "http":
             await _plain(send)
