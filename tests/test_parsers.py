@@ -170,6 +170,30 @@ def test_upgrade_not_taken_continues(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", PARSERS)
+@pytest.mark.parametrize("step", [None, 1])
+@pytest.mark.parametrize(
+    "framing",
+    [(b"Content-Length: 5", b"hello"), (b"Transfer-Encoding: chunked", b"5\r\nhello\r\n0\r\n\r\n")],
+    ids=["length", "chunked"],
+)
+def test_declined_upgrade_keeps_its_body(
+    kind: str, step: int | None, framing: tuple[bytes, bytes]
+) -> None:
+    """An upgrade request served as plain HTTP gets its whole body, then the next request.
+
+    llhttp stops parsing at an upgrade request; the adapter must not lose the body.
+    """
+    field, body = framing
+    data = req(b"POST /a HTTP/1.1", b"Connection: upgrade", b"Upgrade: websocket", field)
+    msgs, error = run(kind, data + body + req(b"GET /b HTTP/1.1"), step=step)
+    assert error is None
+    assert [(m.head.raw_path, m.body, m.complete) for m in msgs] == [
+        (b"/a", b"hello", True),
+        (b"/b", b"", True),
+    ]
+
+
+@pytest.mark.parametrize("kind", PARSERS)
 def test_upgrade_needs_connection_token(kind: str) -> None:
     """An Upgrade header without the Connection: upgrade token is not an upgrade."""
     msgs, _ = run(kind, req(b"GET / HTTP/1.1", b"Upgrade: websocket"))

@@ -119,7 +119,9 @@ def test_host_values(host: bytes, status: int) -> None:
     [
         (b"chunked", 200),
         (b"CHUNKED", 200),
-        (b"chunked,", 200),  # empty list elements are ignored (RFC 9110 §5.6.1)
+        (b"chunked,", 400),  # empty list elements refused: framing must be unambiguous
+        (b", chunked", 400),
+        (b"gzip,,chunked", 400),
         (b"", 400),
         (b"gzip", 400),
         (b"chunked, gzip", 400),

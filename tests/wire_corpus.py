@@ -328,6 +328,12 @@ CASES: list[WireCase] = [
         400,
     ),
     WireCase(
+        "te-empty-element",
+        "RFC 9112 §6.1 (framing a proxy may read differently: 400 and close)",
+        req(b"POST / HTTP/1.1", b"Transfer-Encoding: , chunked", body=b"0\r\n\r\n"),
+        400,
+    ),
+    WireCase(
         "te-final-not-chunked",
         "RFC 9112 §6.1",
         req(b"POST / HTTP/1.1", b"Transfer-Encoding: gzip"),

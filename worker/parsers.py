@@ -293,15 +293,15 @@ class HttptoolsParser(_Framer):
     def _parse_head(self, head: bytes) -> RequestHead:
         method, target, version, fields = scan_head(head, self._limits)
         request = interpret(method, target, version, fields, self._limits, self._known)
-        if b"\t" in head:
-            # llhttp refuses a tab next to some values (Transfer-Encoding) that RFC 9110
-            # §5.5 makes optional whitespace; it gets the head with that whitespace trimmed.
-            head = (
-                b"".join(
-                    [head[: head.find(b"\r\n") + 2], *[n + b": " + v + b"\r\n" for n, v in fields]]
-                )
-                + b"\r\n"
-            )
+        if request.upgrade is not None or b"\t" in head:
+            # llhttp gets a rebuilt head in two rare cases:
+            # - it refuses a tab next to some values (Transfer-Encoding) that RFC 9110 §5.5
+            #   makes optional whitespace, so values go in trimmed;
+            # - it stops at an upgrade request and would never parse its body, while the
+            #   sink may serve that request as plain HTTP; corral has already read the
+            #   upgrade from the pre-scan, so llhttp gets the head without Upgrade.
+            kept = [n + b": " + v + b"\r\n" for n, v in fields if n != b"upgrade"]
+            head = b"".join([head[: head.find(b"\r\n") + 2], *kept, b"\r\n"])
         self._llhttp_feed(head)
         return request
 

@@ -330,10 +330,16 @@ def _has_token(tokens: bytes, token: bytes) -> bool:
 
 
 def _check_codings(codings: list[bytes]) -> bool:
-    """Validate a Transfer-Encoding list; True when the body is chunked (always, if valid)."""
+    """Validate a Transfer-Encoding list; True when the body is chunked (always, if valid).
+
+    Empty list elements (``, chunked``) are refused, although RFC 9110 §5.6.1 lets a
+    recipient skip them: no real client sends one, and a front proxy that reads such a
+    value as "not chunked" would frame the body differently from corral (smuggling).
+    """
     names = [c.strip(b" \t").lower() for c in codings]
-    names = [n for n in names if n]
-    if not names or names[-1] != _CHUNKED:
+    if b"" in names:
+        raise ParseError(400, "empty element in Transfer-Encoding")
+    if names[-1] != _CHUNKED:
         raise ParseError(400, "final transfer coding is not chunked")
     if names.count(_CHUNKED) > 1:
         raise ParseError(400, "chunked applied more than once")
