@@ -25,7 +25,6 @@ from corral.errors import ConfigError, ExitCode
 #: accepted by the parser only to fail with this message, never to be silently ignored.
 UNSUPPORTED_UVICORN_FLAGS: dict[str, str] = {
     "--http2": "corral serves HTTP/1.1; terminate HTTP/2 at a reverse proxy",
-    "--reset-contextvars": "per-request fresh contextvars contexts are not available in corral",
 }
 
 EPILOG = (

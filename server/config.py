@@ -87,6 +87,11 @@ class Config:
         help="Set the ASGI 'root_path' for applications submounted below a given URL path.",
     )
     env_file: str | None = setting(None, "--env-file", help="Environment configuration file.")
+    reset_contextvars: bool = setting(
+        False, "--reset-contextvars", kind="flag",
+        help="Run each ASGI request in a fresh contextvars.Context. Hides context set in"
+        " the lifespan.",
+    )
     preload: bool = setting(
         False, "--preload", kind="flag",
         help="Import the app once in the master before forking workers (copy-on-write).",

@@ -63,7 +63,7 @@ def test_help_lists_every_option() -> None:
             for part in flag.split("/"):
                 assert part in text, part
         assert " ".join(option.help.split()[:2]) in text, option.help
-    for alias in ("--limit-request-field_size", "--http2", "--reset-contextvars"):
+    for alias in ("--limit-request-field_size", "--http2"):
         assert alias not in text
 
 
@@ -114,7 +114,6 @@ def test_option_values(invoke: Any, args: list[str], field: str, expected: Any) 
         (["--interface", "wsgi"], "--interface"),
         (["--no-such-flag"], "--no-such-flag"),
         (["--http2"], "--http2"),
-        (["--reset-contextvars"], "--reset-contextvars"),
     ],
 )
 def test_usage_errors_name_the_option(invoke: Any, args: list[str], named: str) -> None:

@@ -196,6 +196,41 @@ def test_env_file_reaches_the_app(start: Any, tmp_path: Path) -> None:
     assert server.finish()[0] == 0
 
 
+CONTEXT_APP = """
+import contextvars
+
+MARK = contextvars.ContextVar("mark", default="unset")
+MARK.set("set at import")  # as instrumentation set up at import time would
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = MARK.get().encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+@pytest.mark.parametrize("workers", [(), ("--workers", "1")], ids=["single", "master"])
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [((), "set at import"), (("--reset-contextvars",), "unset")],
+    ids=["inherited", "reset"],
+)
+def test_reset_contextvars(
+    start: Any, tmp_path: Path, workers: tuple[str, ...], flags: tuple[str, ...], expected: str
+) -> None:
+    """Requests see the context the app was loaded in; --reset-contextvars gives them none."""
+    write_app(tmp_path, CONTEXT_APP, "ctxapp")
+    server = start(*workers, *flags, app="ctxapp:app")
+    port = int(server.wait_for(BANNER).group(1))
+    for _ in range(2):
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=DEADLINE).text == expected
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.finish()[0] == 0
+
+
 def test_serves_unix_socket_and_removes_it(start: Any, tmp_path: Path) -> None:
     """--uds serves HTTP on the socket file, logs it in the banner, and removes it at exit."""
     path = tmp_path / "corral.sock"

@@ -215,10 +215,7 @@ class HTTP1Protocol(ConnectionEnding):
             state.total_requests += 1
             app = overloaded_app if over_limit else state.app  # type: ignore[assignment]
         if self._active is None:
-            self._active = cycle
-            task = self._loop.create_task(cycle.run_asgi(app))
-            state.tasks.add(task)
-            task.add_done_callback(state.task_done)
+            self._start(cycle, app)
         else:
             self._queue.append((cycle, app))
             self.flow.pause_reading(PAUSE_PIPELINE)
@@ -284,10 +281,7 @@ class HTTP1Protocol(ConnectionEnding):
     # --- the pipeline -----------------------------------------------------------------------
     def _start(self, cycle: RequestCycle, app: ASGIApp) -> None:
         self._active = cycle
-        state = self.state
-        task = self._loop.create_task(cycle.run_asgi(app))
-        state.tasks.add(task)
-        task.add_done_callback(state.task_done)
+        self.state.start_task(self._loop, cycle.run_asgi(app))
 
     def response_complete(self, cycle: RequestCycle) -> None:
         """Called by the active cycle once its response is fully written."""

@@ -7,6 +7,7 @@ the same :class:`Server`; only who owns the listening sockets and the signals di
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import functools
 import logging
@@ -288,6 +289,7 @@ class Server:
             self._own_listeners = open_listeners(config)
             sockets = [listener.sock for listener in self._own_listeners]
         state.clock.start(loop)
+        state.task_context = contextvars.copy_context()  # see ServerState.task_context
         factory = functools.partial(
             HTTP1Protocol, state, parser_kind(config), ParserLimits.from_config(config), loop
         )

@@ -8,8 +8,9 @@ the pre-encoded default response headers from it, register themselves in
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -56,6 +57,12 @@ class ServerState:
         self.lifespan_state: dict[str, Any] = {}
         self.connections: set[ConnectionProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+        #: What every app task starts from (a copy each time), captured when serving starts.
+        #: Never the context of whatever callback starts the task: on the asyncio loop a
+        #: read resumed from inside a request's task runs later reads, and the next
+        #: request, in that request's context (CPython gh-140947).
+        self.task_context = contextvars.copy_context()
+        self._fresh_contexts = config.reset_contextvars
         self.total_requests = 0
         self.draining = False
         self.limit_concurrency = config.limit_concurrency
@@ -120,13 +127,23 @@ class ServerState:
         return limit is not None and (len(self.connections) > limit or len(self.tasks) >= limit)
 
     # --- drain bookkeeping -------------------------------------------------------------
-    def track_task(self, task: asyncio.Task[None]) -> None:
-        """Count an app task until it finishes (for the limit and for the drain)."""
+    def start_task(
+        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
+    ) -> asyncio.Task[None]:
+        """Run one app coroutine (a request or a WebSocket) as a counted task.
+
+        It runs in a copy of :attr:`task_context`, or in an empty context with
+        ``--reset-contextvars``; the task is counted until it finishes (for the limit and
+        for the drain).
+        """
+        context = contextvars.Context() if self._fresh_contexts else self.task_context.copy()
+        task = loop.create_task(coro, context=context)
         self.tasks.add(task)
         task.add_done_callback(self.task_done)
+        return task
 
     def task_done(self, task: asyncio.Task[None]) -> None:
-        """Done callback of every app task (see :meth:`track_task`)."""
+        """Done callback of every app task (see :meth:`start_task`)."""
         self.tasks.discard(task)
         if self._idle_waiter is not None:
             self.notify_change()

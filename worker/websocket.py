@@ -117,8 +117,7 @@ class WebSocketConnection(WebSocketOpening):
         state = self.server_state
         state.connections.add(self)
         self.inbox.put({"type": "websocket.connect"})
-        self.task = task = self._loop.create_task(self._run_app())
-        state.track_task(task)
+        self.task = state.start_task(self._loop, self._run_app())
 
     async def _run_app(self) -> None:
         app = self.server_state.app
