@@ -62,52 +62,30 @@ PRECEDENCE = [
 
 
 @pytest.mark.smoke
+@pytest.mark.parametrize(("option", "paas_var"), [("workers", "WEB_CONCURRENCY"), ("port", "PORT")])
 @pytest.mark.parametrize(("cli", "corral_env", "uvicorn_env", "paas", "expected"), PRECEDENCE)
-def test_precedence_workers(
+def test_precedence(
     invoke: Any,
+    option: str,
+    paas_var: str,
     cli: str | None,
     corral_env: str | None,
     uvicorn_env: str | None,
     paas: str | None,
     expected: int | None,
 ) -> None:
-    """--workers: command line > CORRAL_WORKERS > UVICORN_WORKERS > WEB_CONCURRENCY > default."""
-    env = {
-        k: v
-        for k, v in {
-            "CORRAL_WORKERS": corral_env,
-            "UVICORN_WORKERS": uvicorn_env,
-            "WEB_CONCURRENCY": paas,
-        }.items()
-        if v is not None
-    }
-    args = ["app:app"] + (["--workers", cli] if cli else [])
+    """Command line > CORRAL_<NAME> > UVICORN_<NAME> > the PaaS variable > default."""
+    upper = option.upper()
+    given = {f"CORRAL_{upper}": corral_env, f"UVICORN_{upper}": uvicorn_env, paas_var: paas}
+    env = {k: v for k, v in given.items() if v is not None}
+    args = ["app:app"] + ([f"--{option}", cli] if cli else [])
     result, config = invoke(args, env)
     assert result.exit_code == 0, result.output
-    assert config is not None and config.workers == expected
-    assert config.supervised is (expected is not None)
-
-
-@pytest.mark.parametrize(("cli", "corral_env", "uvicorn_env", "paas", "expected"), PRECEDENCE)
-def test_precedence_port(
-    invoke: Any,
-    cli: str | None,
-    corral_env: str | None,
-    uvicorn_env: str | None,
-    paas: str | None,
-    expected: int | None,
-) -> None:
-    """--port: command line > CORRAL_PORT > UVICORN_PORT > PORT > default (8000)."""
-    env = {
-        k: v
-        for k, v in {"CORRAL_PORT": corral_env, "UVICORN_PORT": uvicorn_env, "PORT": paas}.items()
-        if v is not None
-    }
-    args = ["app:app"] + (["--port", cli] if cli else [])
-    result, config = invoke(args, env)
-    assert result.exit_code == 0, result.output
-    assert config is not None and config.port == expected
-    assert config.bind_port == (8000 if expected is None else expected)
+    assert config is not None and getattr(config, option) == expected
+    if option == "workers":
+        assert config.supervised is (expected is not None)
+    else:  # the default port applies when nothing set one
+        assert config.bind_port == (8000 if expected is None else expected)
 
 
 def test_precedence_forwarded_allow_ips(invoke: Any) -> None:
