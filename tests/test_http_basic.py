@@ -3,8 +3,11 @@ bodiless responses, HTTP/1.0, and the scope an app receives."""
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 import pytest
+from corral.worker import cycle_log
 
 from tests import apps
 from tests.apps import Gate, Recorder
@@ -158,8 +161,12 @@ def test_expect_continue_never_for_http10(http_server):
     assert response.body == b"hi"
 
 
-def test_head_response_has_no_body(http_server):
-    """HEAD gets the headers (Content-Length kept) and no body; the connection stays usable."""
+def test_head_response_has_no_body(http_server, caplog, monkeypatch):
+    """HEAD gets the headers (Content-Length kept) and no body; the connection stays usable.
+
+    The app answered HEAD as GET, body included, which is normal: no warning for that.
+    """
+    monkeypatch.setattr(cycle_log, "_warned", set())
     server = http_server(apps.hello)
     with RawClient(server.port) as raw:
         raw.send(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -167,11 +174,13 @@ def test_head_response_has_no_body(http_server):
         assert response.header("content-length") == "13"
         raw.send(get())
         assert raw.read_response().body == b"Hello, world!"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 @pytest.mark.parametrize("status", [204, 304])
-def test_bodiless_status_drops_body(http_server, status, caplog):
-    """204 and 304 never carry a body even when the app sends one; it is logged."""
+def test_bodiless_status_drops_body(http_server, status, caplog, monkeypatch):
+    """204 and 304 never carry a body even when the app sends one; it is logged, once."""
+    monkeypatch.setattr(cycle_log, "_warned", set())
     server = http_server(apps.with_status(status))
     with RawClient(server.port) as raw:
         raw.send(get())
@@ -180,6 +189,8 @@ def test_bodiless_status_drops_body(http_server, status, caplog):
         assert response.header("transfer-encoding") is None
         raw.send(get())
         assert raw.read_response().status == status  # no stray body bytes in between
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and f"can't have one (GET {status})" in warnings[0]
 
 
 def test_http10_response_close_delimited(http_server):

@@ -132,13 +132,14 @@ def _analyse(
 class ResponseFramer:
     """Builds one response head and frames its body; records what went wrong."""
 
-    __slots__ = ("dropped", "keep_alive", "mode", "overflow", "remaining", "short")
+    __slots__ = ("dropped", "head_only", "keep_alive", "mode", "overflow", "remaining", "short")
 
     def __init__(self) -> None:
         self.mode = BodyMode.NONE
         self.remaining = 0
         self.keep_alive = True
-        self.dropped = False  # the app sent body bytes where none may go
+        self.dropped = False  # the app sent body bytes where the status allows none
+        self.head_only = False  # a HEAD response: any body the app sends is discarded
         self.overflow = False  # more bytes than Content-Length (cut)
         self.short = False  # fewer bytes than Content-Length
 
@@ -154,13 +155,16 @@ class ResponseFramer:
     ) -> bytes:
         """The response head bytes; sets :attr:`mode` and :attr:`keep_alive`.
 
-        ``no_body`` is True for HEAD requests; 1xx, 204 and 304 are detected here.
+        ``no_body`` is True for HEAD requests, whose body is discarded without comment
+        (apps commonly answer HEAD as GET and leave the stripping to the server); 1xx, 204
+        and 304 are detected here, and a body sent with one of those sets :attr:`dropped`.
         ``body_len`` is the whole body's length when the app's first body message was also
         its last, so a Content-Length can be sent instead of chunking.
         Raises :class:`InvalidResponseHeader` (or TypeError for non-bytes headers).
         """
         if not isinstance(status, int) or not 100 <= status <= 999:
             raise InvalidResponseHeader(f"invalid status {status!r}")
+        self.head_only = no_body
         no_body = no_body or status < 200 or status == 204 or status == 304
         items = tuple(headers)
         cache = defaults.header_cache[http10]
@@ -228,7 +232,7 @@ class ResponseFramer:
             return b"" if more else b"0\r\n\r\n"
         if mode is BodyMode.CLOSE:
             return data
-        if data:
+        if data and not self.head_only:
             self.dropped = True
         return b""
 
