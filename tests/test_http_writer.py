@@ -97,6 +97,7 @@ def test_bodiless_responses_drop_body(status, no_body, flagged):
     (answering HEAD as GET and letting the server strip the body is normal)."""
     data, framer = head([], status=status, no_body=no_body, body_len=4)
     assert b"content-length" not in data and b"transfer-encoding" not in data
+    assert framer.mode is (BodyMode.HEAD if no_body else BodyMode.NONE)
     assert framer.frame(b"body", False) == b""
     assert framer.dropped is flagged
 

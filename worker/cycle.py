@@ -338,7 +338,7 @@ class RequestCycle:
     def _finish(self) -> None:
         self.resp = _COMPLETE
         framer = self.framer
-        if framer is not None and framer.mode is not BodyMode.NONE:
+        if framer is not None:  # short and overflow are only ever set for LENGTH bodies
             if framer.short:
                 cycle_log.body_short(self.scope, framer.remaining)
                 self.keep_alive = False

@@ -25,7 +25,8 @@ class InvalidResponseHeader(ValueError):
 
 
 class BodyMode(Enum):
-    NONE = "none"  # no body may follow (HEAD, 1xx, 204, 304)
+    NONE = "none"  # no body may follow (1xx, 204, 304); one the app sends is dropped
+    HEAD = "head"  # answering HEAD: no body follows, and the app's is discarded silently
     LENGTH = "length"  # exactly Content-Length bytes
     CHUNKED = "chunked"  # Transfer-Encoding: chunked
     CLOSE = "close"  # delimited by closing the connection (HTTP/1.0 without a length)
@@ -132,14 +133,13 @@ def _analyse(
 class ResponseFramer:
     """Builds one response head and frames its body; records what went wrong."""
 
-    __slots__ = ("dropped", "head_only", "keep_alive", "mode", "overflow", "remaining", "short")
+    __slots__ = ("dropped", "keep_alive", "mode", "overflow", "remaining", "short")
 
     def __init__(self) -> None:
         self.mode = BodyMode.NONE
         self.remaining = 0
         self.keep_alive = True
         self.dropped = False  # the app sent body bytes where the status allows none
-        self.head_only = False  # a HEAD response: any body the app sends is discarded
         self.overflow = False  # more bytes than Content-Length (cut)
         self.short = False  # fewer bytes than Content-Length
 
@@ -164,7 +164,7 @@ class ResponseFramer:
         """
         if not isinstance(status, int) or not 100 <= status <= 999:
             raise InvalidResponseHeader(f"invalid status {status!r}")
-        self.head_only = no_body
+        head_request = no_body
         no_body = no_body or status < 200 or status == 204 or status == 304
         items = tuple(headers)
         cache = defaults.header_cache[http10]
@@ -185,7 +185,7 @@ class ResponseFramer:
             keep_alive = False  # the whole body is known not to match: say so up front
         extra = b""
         if no_body:
-            mode = BodyMode.NONE
+            mode = BodyMode.HEAD if head_request else BodyMode.NONE
         elif length >= 0:
             mode = BodyMode.LENGTH
         elif app_chunked and not http10:
@@ -232,7 +232,7 @@ class ResponseFramer:
             return b"" if more else b"0\r\n\r\n"
         if mode is BodyMode.CLOSE:
             return data
-        if data and not self.head_only:
+        if data and mode is BodyMode.NONE:
             self.dropped = True
         return b""
 
