@@ -309,6 +309,9 @@ class Config:
     ssl_ciphers: str = setting(
         "TLSv1", "--ssl-ciphers", help="Ciphers to use (see stdlib ssl module's)"
     )
+    ssl_context_factory: Any = field(default=None, metadata={"option": Option((),
+        "Python API only, as in uvicorn: factory(config, default_factory) -> ssl.SSLContext,"
+        " called in each serving process; default_factory() builds the --ssl-* context.")})
 
     # --- running as a daemon ---------------------------------------------------------
     pid: str | None = setting(None, "--pid", help="Write the master's PID to this file.")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from corral.errors import ConfigError, CorralError, ExitCode
+from corral.tls import tls_enabled
 
 if TYPE_CHECKING:
     from corral.config import Config
@@ -110,7 +111,7 @@ def parse_bind(spec: str) -> BindSpec:
 
 
 def _scheme(config: Config) -> str:
-    return "https" if config.ssl_certfile else "http"
+    return "https" if tls_enabled(config) else "http"
 
 
 def _tcp_url(scheme: str, host: str, port: int) -> str:

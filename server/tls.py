@@ -57,17 +57,42 @@ _CONTEXT_INFO: _ContextMap = weakref.WeakKeyDictionary()
 
 
 def tls_enabled(config: Config) -> bool:
-    return bool(config.ssl_certfile)
+    """True when the listeners speak TLS (a certificate file or a context factory)."""
+    return bool(config.ssl_certfile or config.ssl_context_factory)
 
 
 def create_ssl_context(config: Config) -> ssl.SSLContext | None:
-    """Build a fresh server SSLContext, or None without ``--ssl-certfile``.
+    """Build a fresh server SSLContext, or None when TLS is off.
 
+    With ``ssl_context_factory`` the factory builds it (as in uvicorn), getting a
+    zero-argument default factory that builds the ``--ssl-*`` context. Either way corral
+    offers only ``http/1.1`` by ALPN, since that is all it speaks.
     Raises ConfigError naming the option when a file, password, version or cipher string
-    is unusable, so a bad setting is a short message and exit code 2.
+    is unusable, or the factory returns something else, so a bad setting is a short
+    message and exit code 2.
     """
+    factory = config.ssl_context_factory
+    if factory is None:
+        return _from_settings(config) if config.ssl_certfile else None
+    context = factory(config, lambda: _from_settings(config))
+    if not isinstance(context, ssl.SSLContext):
+        problem = f"must return an ssl.SSLContext, got {type(context).__name__}"
+        raise ConfigError("ssl_context_factory", problem)
+    context.set_alpn_protocols(["http/1.1"])
+    if context not in _CONTEXT_INFO:
+        _CONTEXT_INFO[context] = _ContextInfo(
+            server_cert=_first_pem_certificate(config.ssl_certfile)
+            if config.ssl_certfile
+            else None,
+            cipher_ids=_cipher_ids(context),
+        )
+    return context
+
+
+def _from_settings(config: Config) -> ssl.SSLContext:
+    """The context the ``--ssl-*`` settings describe."""
     if not config.ssl_certfile:
-        return None
+        raise ConfigError("--ssl-certfile", "the default SSL context needs a certificate file")
     try:
         context = ssl.SSLContext(config.ssl_version)
     except (ValueError, OSError) as exc:
@@ -110,9 +135,13 @@ def create_ssl_context(config: Config) -> ssl.SSLContext | None:
     context.set_alpn_protocols(["http/1.1"])
     _CONTEXT_INFO[context] = _ContextInfo(
         server_cert=_first_pem_certificate(config.ssl_certfile),
-        cipher_ids={c["name"]: c["id"] & 0xFFFF for c in context.get_ciphers()},
+        cipher_ids=_cipher_ids(context),
     )
     return context
+
+
+def _cipher_ids(context: ssl.SSLContext) -> dict[str, int]:
+    return {c["name"]: c["id"] & 0xFFFF for c in context.get_ciphers()}
 
 
 def _password(config: Config) -> Callable[[], str]:

@@ -69,6 +69,7 @@ def settings(pki: SimpleNamespace, **overrides: Any) -> Any:
         "ssl_cert_reqs": int(ssl.CERT_NONE),
         "ssl_ca_certs": None,
         "ssl_ciphers": "TLSv1",
+        "ssl_context_factory": None,
     }
     values.update(overrides)
     return SimpleNamespace(**values)
