@@ -10,11 +10,11 @@ import socket
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import uvloop
+from corral.config import Config
 from corral.worker.edge import Edge, Proxied
 from corral.worker.proxy_protocol import (
     V1_MAX_LENGTH,
@@ -243,15 +243,15 @@ LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
 }
 
 
-def edge_settings(**overrides: Any) -> Any:
+def edge_settings(**overrides: Any) -> Config:
+    """A real Config for the edge (PROXY protocol on, the test client trusted)."""
     values: dict[str, Any] = {
-        "ssl_certfile": None, "ssl_keyfile": None, "ssl_keyfile_password": None,
-        "ssl_version": 17, "ssl_cert_reqs": 0, "ssl_ca_certs": None, "ssl_ciphers": "TLSv1",
-        "proxy_protocol": True, "proxy_headers": True, "trusted_proxies": ("127.0.0.1",),
+        "proxy_protocol": True,
+        "forwarded_allow_ips": "127.0.0.1",
         "timeout_request_header": 5.0,
-    }  # fmt: skip
+    }
     values.update(overrides)
-    return SimpleNamespace(**values)
+    return Config(**values)
 
 
 class Reporter(asyncio.Protocol):
