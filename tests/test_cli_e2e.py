@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -297,27 +298,33 @@ sys.exit(corral.run(app, port=0, lifespan="off", log_level="info"))
 """
 
 
-def test_run_api_with_app_object(tmp_path: Path) -> None:
-    """corral.run(app_object, **settings) serves the object and returns the exit code."""
+@contextlib.contextmanager
+def embedded(tmp_path: Path, script: str) -> Iterator[Running]:
+    """Run ``python -c script`` next to the e2e app (``from main import app``); killed after."""
     write_app(tmp_path, E2E_APP)
     proc = subprocess.Popen(
-        [sys.executable, "-c", EMBED],
+        [sys.executable, "-c", script],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
-    server = Running(proc)
     try:
-        port = int(server.wait_for(BANNER).group(1))
-        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=DEADLINE).status_code == 200
-        proc.send_signal(signal.SIGTERM)
-        code, stderr = server.finish()
-        assert code == 0, stderr
+        yield Running(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_run_api_with_app_object(tmp_path: Path) -> None:
+    """corral.run(app_object, **settings) serves the object and returns the exit code."""
+    with embedded(tmp_path, EMBED) as server:
+        port = int(server.wait_for(BANNER).group(1))
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=DEADLINE).status_code == 200
+        server.proc.send_signal(signal.SIGTERM)
+        code, stderr = server.finish()
+        assert code == 0, stderr
 
 
 def test_fd_listener_from_parent(tmp_path: Path) -> None:

@@ -14,8 +14,6 @@ be replayed with ``CORRAL_FUZZ_SEED=<seed>``. The default run uses a fixed seed;
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
 import random
 from typing import Any
 
@@ -28,10 +26,10 @@ from corral.worker.parsers import (
     make_parser,
 )
 
-from tests.conftest import STACKS, start_server, wait_for
+from tests.conftest import STACKS, start_server
+from tests.fuzzing import LONG, fuzz_seed, run_campaign
 from tests.test_parsers import RecordingSink, messages
 
-LONG = os.environ.get("CORRAL_LONG") == "1"
 SANS_IO_COUNT = 100_000 if LONG else 4_000
 
 BASES = [
@@ -163,19 +161,6 @@ def _unknown_method_gap(fast: Outcome, pure: Outcome, known: frozenset[bytes]) -
         return False
     method = pure_msgs[len(fast_msgs)][0][0]
     return isinstance(method, str) and method.encode() not in known
-
-
-#: The default run replays one fixed seed, so CI is reproducible and the same inputs guard
-#: against regressions on every run. Exploring new inputs is the long mode's job.
-FIXED_SEED = 20261125
-
-
-def fuzz_seed() -> int:
-    """``CORRAL_FUZZ_SEED`` if set; else a fresh random seed in long mode, a fixed one in CI."""
-    env = os.environ.get("CORRAL_FUZZ_SEED")
-    if env:
-        return int(env)
-    return random.SystemRandom().randrange(2**32) if LONG else FIXED_SEED
 
 
 @pytest.mark.timeout(3600 if LONG else 120)
@@ -327,12 +312,7 @@ def test_fuzz_server(stack: tuple[str, str], caplog: pytest.LogCaptureFixture) -
         log_level="warning",
     )
     try:
-        with caplog.at_level(logging.WARNING):
-            tally = asyncio.run(fuzz_connections(running.port, random.Random(seed), SERVER_COUNT))
-            print(f"outcomes: {dict(sorted(tally.items()))}")
-            # Every connection the clients closed is gone from the server: none leaked.
-            wait_for(lambda: not running.connections, message="connections to be released")
-        problems = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
-        assert not problems, [r.getMessage() for r in problems[:5]]
+        campaign = fuzz_connections(running.port, random.Random(seed), SERVER_COUNT)
+        run_campaign(running, campaign, caplog)
     finally:
         running.stop()

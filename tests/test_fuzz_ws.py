@@ -5,23 +5,21 @@ frames built from valid ones and mutated: reserved bits, unknown opcodes, unmask
 lengths that lie, oversized or fragmented control frames, stray continuations, bad UTF-8,
 bad close codes, garbage bytes, truncation. Whatever arrives, the server must answer with
 well-formed frames only (an echo, a pong, or a close with a valid code), log no error or
-traceback, and release every connection. The seed is shared with ``test_fuzz_wire``
-(fixed in CI; ``CORRAL_LONG=1`` explores, ``CORRAL_FUZZ_SEED`` replays).
+traceback, and release every connection. Seeds as in :mod:`tests.fuzzing`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 import os
 import random
 import struct
 
 import pytest
 
-from tests.conftest import STACKS, start_server, wait_for
-from tests.test_fuzz_wire import LONG, fuzz_seed
+from tests.conftest import STACKS, start_server
+from tests.fuzzing import LONG, fuzz_seed, run_campaign
 from tests.ws_apps import echo
 
 COUNT = 20_000 if LONG else 300  # connections per (loop, parser) stack
@@ -273,12 +271,7 @@ def test_fuzz_websocket_frames(stack: tuple[str, str], caplog: pytest.LogCapture
     print(f"fuzz seed (websocket, {'-'.join(stack)}): {seed}, {COUNT} connections")
     running = start_server(echo, *stack, ws_max_size=MAX_SIZE, log_level="warning")
     try:
-        with caplog.at_level(logging.WARNING):
-            tally = asyncio.run(fuzz(running.port, random.Random(seed), COUNT))
-            print(f"outcomes: {dict(sorted(tally.items()))}")
-            wait_for(lambda: not running.connections, message="connections to be released")
-        problems = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
-        assert not problems, [r.getMessage() for r in problems[:5]]
+        tally = run_campaign(running, fuzz(running.port, random.Random(seed), COUNT), caplog)
         # Both protocol errors and clean closes were reached, so the mutations bite.
         assert tally.get("close-1002-eof", 0) and tally.get("close-1000-eof", 0), tally
     finally:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 import signal
 import ssl
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,7 +18,7 @@ from corral.errors import ConfigError
 from corral.tls import create_ssl_context
 
 from tests.edge_harness import STACKS, serve
-from tests.test_cli_e2e import DEADLINE, E2E_APP, Running, write_app
+from tests.test_cli_e2e import DEADLINE, embedded
 from tests.test_tls import ca, client_context, handshake, loop_name, pki, settings
 
 __all__ = ["ca", "loop_name", "pki"]  # fixtures shared with test_tls
@@ -129,17 +127,8 @@ def test_factory_under_a_master(
 ) -> None:
     """corral.run(..., workers=1, ssl_context_factory=f) serves https from the worker; a
     factory returning no context stops the master before it forks, with exit code 2."""
-    write_app(tmp_path, E2E_APP)
     script = EMBED.format(broken=broken, cert=str(pki.cert), key=str(pki.key))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    server = Running(proc)
-    try:
+    with embedded(tmp_path, script) as server:
         if broken:
             code, stderr = server.finish()
             assert code == 2, stderr
@@ -148,10 +137,6 @@ def test_factory_under_a_master(
         port = int(server.wait_for(HTTPS_BANNER).group(1))
         with httpx.Client(verify=client_context(ca), timeout=DEADLINE) as client:
             assert client.get(f"https://localhost:{port}/").status_code == 200
-        proc.send_signal(signal.SIGTERM)
+        server.proc.send_signal(signal.SIGTERM)
         code, stderr = server.finish()
         assert code == 0, stderr
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
