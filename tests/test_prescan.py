@@ -168,16 +168,20 @@ def test_limits_order() -> None:
 def test_check_partial_head() -> None:
     """An unfinished head is refused once it can only be refused."""
     limits = ParserLimits(request_line=14, head_size=50)
-    check_partial_head(b"GET / HTTP/1.1\r\nHo", 0, 0, limits)
-    for buf, status in [
-        (b"GET /aaaaaaaaaaaaaaaa", 414),
-        (b"GET / HTTP/1.1\r\n" + b"A: b\r\n" * 10, 431),
-        (b"GET / HTTP/1.1\nA", 400),
-        (b"\nGET", 400),
+    for waiting in (b"GET / HTTP/1.1\r\nHo", b"", b"G", b"GET", b"GET ", b"\r", b"M-SEARCH"):
+        check_partial_head(waiting, 0, 0, limits)
+    for buf, status, reason in [
+        (b"GET /aaaaaaaaaaaaaaaa", 414, "request line too long"),
+        (b"GET / HTTP/1.1\r\n" + b"A: b\r\n" * 10, 431, "request head too large"),
+        (b"GET / HTTP/1.1\nA", 400, "bare LF line ending"),
+        (b"\nGET", 400, "bare LF line ending"),
+        (b"G\x00", 400, "invalid method"),
+        (b"GET\t/", 400, "invalid method"),
+        (b"\x16\x03\x01\x00\xa5\x01", 400, "TLS handshake on a plain-HTTP port"),
     ]:
         with pytest.raises(ParseError) as info:
             check_partial_head(buf, 0, 0, limits)
-        assert info.value.status == status
+        assert (info.value.status, info.value.reason) == (status, reason)
 
 
 def scan_all(data: bytes, limits: ParserLimits = LIMITS, step: int = 0) -> tuple[int, bool]:

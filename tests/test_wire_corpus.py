@@ -235,6 +235,31 @@ def test_header_timeout_gives_408(http_server: Any) -> None:
     assert raw.startswith(b"HTTP/1.1 408")
 
 
+#: The start of a TLS 1.2/1.3 ClientHello: no line break, so it never completes a head.
+CLIENT_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(32))
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [CLIENT_HELLO, CLIENT_HELLO + b"\r\n\r\n", b"\x00\x01binary", b"GET\x7f"],
+    ids=["tls", "tls-with-crlf", "binary", "del"],
+)
+def test_junk_head_is_refused_at_once(
+    http_server: Any, caplog: pytest.LogCaptureFixture, junk: bytes
+) -> None:
+    """Bytes that can never start a request get 400 and a close at once, not a 408 after
+    --timeout-request-header (set here far beyond the client's deadline), and one line."""
+    server = http_server(app_sending(), timeout_request_header=600)
+    with RawClient(server.port) as client:
+        client.send(junk)
+        raw = client.read_to_eof()
+    assert raw.startswith(b"HTTP/1.1 400")
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and "Invalid HTTP request received (400" in lines[0]
+    if junk.startswith(CLIENT_HELLO):
+        assert "TLS handshake on a plain-HTTP port" in lines[0]
+
+
 def test_body_timeout_gives_408(http_server: Any) -> None:
     """A body stalled past --timeout-request-body gets 408 when no response has started."""
     server = http_server(app_sending(), timeout_request_body=0.3)

@@ -84,6 +84,11 @@ _FIELD = re.compile(
     re.M,
 )
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+#: The method so far: a partial head whose first non-token byte is not the space after the
+#: method can never become a request (binary junk, or TLS sent to a plain-HTTP port).
+_METHOD_SO_FAR = re.compile(rb"[" + TCHAR + rb"]*")
+#: A TLS record header for a handshake (ContentType 22, then major version 3).
+_TLS_HANDSHAKE = b"\x16\x03"
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 #: Host = uri-host [":" port] (RFC 9110 §7.2, RFC 3986 §3.2.2); empty is allowed.
 _HOST = re.compile(
@@ -124,18 +129,25 @@ def method_name(raw: bytes) -> str:
 def check_partial_head(
     buf: bytes | bytearray, start: int, scan_from: int, limits: ParserLimits
 ) -> None:
-    """Refuse an unfinished head early: too long, or a bare LF already seen."""
+    """Refuse an unfinished head early: too long, a bare LF already seen, or a first line
+    that cannot start a request, so junk gets its 400 now instead of a 408 later."""
     size = len(buf) - start
     if size > limits.head_size:
         raise ParseError(431, "request head too large")
     line_limit = limits.request_line + 2
     if size > line_limit and buf.find(b"\r\n", start, start + line_limit) < 0:
         raise ParseError(414, "request line too long")
+    if buf.startswith(_TLS_HANDSHAKE, start):
+        raise ParseError(400, "TLS handshake on a plain-HTTP port")
     if (
         _BARE_LF.search(buf, max(start + 1, scan_from)) is not None
         or buf[start : start + 1] == b"\n"
     ):
         raise ParseError(400, "bare LF line ending")
+    so_far = _METHOD_SO_FAR.match(buf, start)  # always matches, maybe empty
+    method_end = so_far.end() if so_far is not None else start
+    if method_end < len(buf) and buf[method_end] != 0x20 and buf[start] != 0x0D:
+        raise ParseError(400, "invalid method")
 
 
 def scan_head(
@@ -175,6 +187,8 @@ def scan_head(
 
 def _request_line_problem(line: bytes) -> str:
     """Why a request line failed the grammar (error path only)."""
+    if line.startswith(_TLS_HANDSHAKE):
+        return "TLS handshake on a plain-HTTP port"
     if b"\x00" in line or b"\r" in line:
         return "NUL or CR in request line"
     parts = line.split(b" ")
