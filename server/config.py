@@ -237,6 +237,11 @@ class Config:
         60.0, "--timeout-request-body", kind="float", check=positive,
         help="Seconds a request body may stall without a byte arriving (408 after it).",
     )
+    timeout_send: float = setting(
+        60.0, "--timeout-send", kind="float", check=non_negative,
+        help="Seconds a response may wait for a client that reads none of it before the"
+        " connection is aborted (slow-read protection, like nginx's send_timeout; 0: never).",
+    )
 
     # --- responses -------------------------------------------------------------------
     headers: tuple[tuple[str, str], ...] = setting(

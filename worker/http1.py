@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from corral.worker.asgi import ASGIApp
     from corral.worker.edge import Proxied
     from corral.worker.parsers import RequestParser
+    from corral.worker.stall import StallGuard
     from corral.worker.state import ServerState
 
 __all__ = ["DRAIN_GRACE", "LINGER", "ConnState", "HTTP1Protocol"]
@@ -83,6 +84,7 @@ class HTTP1Protocol(ConnectionEnding):
         self._body_timeout = config.timeout_request_body
         self._st = ConnState.IDLE
         self._timer: asyncio.TimerHandle | None = None
+        self._stall: StallGuard | None = None
         self._last_body = 0.0
         self._requests = 0
         self._active: RequestCycle | None = None  # the cycle whose response is in progress
@@ -124,6 +126,8 @@ class HTTP1Protocol(ConnectionEnding):
     def connection_lost(self, exc: Exception | None) -> None:
         self._st = ConnState.CLOSED
         self._cancel_timer()
+        if self._stall is not None:
+            self._stall.stop()
         self.flow.connection_lost()
         for cycle in (self._active, self._parsing):
             if cycle is not None:
@@ -137,12 +141,6 @@ class HTTP1Protocol(ConnectionEnding):
 
     def eof_received(self) -> bool | None:
         return None  # a half-closed client is treated as gone (the transport closes)
-
-    def pause_writing(self) -> None:
-        self.flow.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.flow.resume_writing()
 
     def data_received(self, data: bytes) -> None:
         st = self._st

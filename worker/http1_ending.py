@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.worker.connstate import ConnState, check_transition
 from corral.worker.flow import PAUSE_BODY, PAUSE_PIPELINE, FlowControl
+from corral.worker.stall import StallGuard
 from corral.worker.writer import simple_response
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class ConnectionEnding(asyncio.Protocol):
         "_queue",
         "_requests",
         "_st",
+        "_stall",
         "_timer",
         "_upgrade_head",
         "client",
@@ -67,6 +69,7 @@ class ConnectionEnding(asyncio.Protocol):
     client: tuple[str, int] | None
     _loop: asyncio.AbstractEventLoop
     _st: ConnState
+    _stall: StallGuard | None
     _timer: asyncio.TimerHandle | None
     _last_body: float
     _requests: int
@@ -98,6 +101,31 @@ class ConnectionEnding(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    # --- a client that stops reading ----------------------------------------------------
+    def _stall_guard(self) -> StallGuard:
+        """The connection's slow-read guard, made on first need (most never need one)."""
+        guard = self._stall
+        if guard is None:
+            timeout = self.state.config.timeout_send
+            guard = self._stall = StallGuard(self._loop, self.transport, timeout, self.client_text)
+        return guard
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+        self._stall_guard().watch()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()
+        if self._stall is not None and self._st is not ConnState.CLOSED:
+            self._stall.stop()  # a closed connection is watched until its buffer is empty
+
+    def _close_transport(self) -> None:
+        """Close after the queued bytes; a client that never reads them is cut off later."""
+        transport = self.transport
+        transport.close()
+        if transport.get_write_buffer_size():
+            self._stall_guard().watch()
 
     # --- timeouts -----------------------------------------------------------------------
     def _on_timeout(self) -> None:
@@ -191,9 +219,9 @@ class ConnectionEnding(asyncio.Protocol):
         if linger and not transport.is_closing() and transport.can_write_eof():
             transport.write_eof()
             self.flow.resume_reading(PAUSE_BODY | PAUSE_PIPELINE)
-            self._timer = self._loop.call_later(LINGER, transport.close)
+            self._timer = self._loop.call_later(LINGER, self._close_transport)
         else:
-            transport.close()
+            self._close_transport()
 
     def start_drain(self) -> None:
         self._draining = True
@@ -230,7 +258,7 @@ class ConnectionEnding(asyncio.Protocol):
             if active is not None and not active.head_written:
                 active.fail(503)
             self.close_connection()
-        self.transport.close()  # also ends a lingering close at once
+        self._close_transport()  # also ends a lingering close at once
 
     def _try_handoff(self) -> None:
         """Give the connection to the WebSocket protocol once earlier responses are out."""
@@ -242,6 +270,8 @@ class ConnectionEnding(asyncio.Protocol):
             return
         self._upgrade_head = None
         self._cancel_timer()
+        if self._stall is not None:
+            self._stall.stop()  # the WebSocket protocol takes over the transport
         self.flow.resume_reading(PAUSE_PIPELINE | PAUSE_BODY)
         self.state.connections.discard(self)
         from corral.worker.websocket import upgrade

@@ -16,6 +16,7 @@ from typing import Any
 
 from corral.worker import ws_handshake
 from corral.worker.asgi import Message
+from corral.worker.stall import StallGuard
 from corral.worker.state import ServerState, ShutdownReason
 from corral.worker.ws_flow import Flow, Inbox
 from corral.worker.ws_keepalive import Keepalive
@@ -91,6 +92,9 @@ class WebSocketConnection(WebSocketOpening):
         self._template = template
         self._assembler = MessageAssembler()
         self.flow = Flow(loop, transport)
+        self._stall = StallGuard(
+            loop, transport, config.timeout_send, ws_handshake.client_text(http_scope)
+        )
         self.inbox = Inbox(loop, self.flow, config.ws_max_queue)
         self.keepalive = Keepalive(
             loop,
@@ -129,7 +133,7 @@ class WebSocketConnection(WebSocketOpening):
             self._app_finished("")
         except asyncio.CancelledError:
             if self.phase is Phase.CLOSING:
-                self.transport.close()  # let the close frame already written go out
+                self._close_transport()  # let the close frame already written go out
             else:
                 self._abort()
             raise
@@ -155,7 +159,7 @@ class WebSocketConnection(WebSocketOpening):
         elif phase is Phase.CLOSING and self._shut_down:
             # The server stops right after its apps: send the close frame and end TCP now
             # rather than wait for an echo that would arrive after the loop has gone.
-            self.transport.close()
+            self._close_transport()
 
     # --- ConnectionProtocol ----------------------------------------------------------------
     def start_drain(self) -> None:
@@ -211,6 +215,7 @@ class WebSocketConnection(WebSocketOpening):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.flow.connection_lost()
+        self._stall.stop()
         accepted = self.phase is Phase.OPEN or self.phase is Phase.CLOSING
         if self.phase is not Phase.CLOSED:
             self._move(Phase.CLOSED)
@@ -223,12 +228,6 @@ class WebSocketConnection(WebSocketOpening):
         self.server_state.notify_change()
         if accepted:
             logger.info("connection closed")
-
-    def pause_writing(self) -> None:
-        self.flow.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.flow.resume_writing()
 
     # --- ASGI (receive is inbox.get) -----------------------------------------------------
     async def send(self, message: Message) -> None:
@@ -315,7 +314,7 @@ class WebSocketConnection(WebSocketOpening):
         if self.transport.can_write_eof() and not self.transport.is_closing():
             self.transport.write_eof()
         else:
-            self.transport.close()
+            self._close_transport()
         self._arm_close_timer()
 
     def _start_close(self, code: int, reason: str) -> None:

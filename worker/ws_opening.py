@@ -20,6 +20,7 @@ from websockets.frames import CloseCode
 
 if TYPE_CHECKING:
     from corral.worker.asgi import Message
+    from corral.worker.stall import StallGuard
     from corral.worker.state import ServerState
     from corral.worker.ws_keepalive import Keepalive
     from websockets.http11 import Response
@@ -41,11 +42,26 @@ class WebSocketOpening(asyncio.Protocol):
     inbox: Inbox
     keepalive: Keepalive
     _template: Response
+    _stall: StallGuard
     _pending: bytearray | None  # bytes received before accept
     _denial: tuple[Any, Any, list[bytes]] | None  # status, headers, body chunks so far
 
     def _move(self, phase: Phase) -> None:
         self.phase = check_move(self.phase, phase)
+
+    def _close_transport(self) -> None:
+        """Close after the queued bytes; a client that never reads them is cut off later."""
+        self.transport.close()
+        self._stall.watch_if_pending()
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+        self._stall.watch()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()
+        if not self.transport.is_closing():
+            self._stall.stop()  # a closing transport is watched until its buffer is empty
 
     def _defaults(self) -> list[tuple[bytes, bytes]]:
         return self.server_state.default_headers()
@@ -55,7 +71,7 @@ class WebSocketOpening(asyncio.Protocol):
         ws_handshake.log_request(self.scope, response.status_code)
         self.transport.write(response.serialize())
         self._move(Phase.CLOSED)
-        self.transport.close()
+        self._close_transport()
 
     def _hold(self, data: bytes) -> None:
         """Keep bytes that arrive before the app accepted (pausing past a limit)."""
@@ -113,5 +129,5 @@ class WebSocketOpening(asyncio.Protocol):
         ws_handshake.log_request(self.scope, status)
         self.transport.write(response)
         self._move(Phase.CLOSED)
-        self.transport.close()
+        self._close_transport()
         self.inbox.finish(CloseCode.ABNORMAL_CLOSURE, "")
