@@ -114,6 +114,7 @@ def test_option_values(invoke: Any, args: list[str], field: str, expected: Any) 
         (["--interface", "wsgi"], "--interface"),
         (["--no-such-flag"], "--no-such-flag"),
         (["--http2"], "--http2"),
+        (["--timeout-send", "-1"], "--timeout-send"),
     ],
 )
 def test_usage_errors_name_the_option(invoke: Any, args: list[str], named: str) -> None:
