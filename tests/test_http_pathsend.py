@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from corral.worker import pathsend
 
 from tests.conftest import RawClient, get, wait_for
 
@@ -48,6 +51,52 @@ def test_extension_advertised_and_file_sent_with_its_length(http_server, big_fil
     assert response.headers["content-length"] == str(len(data))
     assert "transfer-encoding" not in response.headers
     assert response.content == data
+
+
+REAL_PREAD = os.pread  # the tests below patch os.pread itself (pathsend.os is os)
+
+
+def _not_cached(fd: int, buffers: Any, offset: int, flags: int = 0) -> int:
+    raise BlockingIOError(errno.EAGAIN, "would wait for the disk")
+
+
+def _unsupported(fd: int, buffers: Any, offset: int, flags: int = 0) -> int:
+    raise OSError(errno.EOPNOTSUPP, "RWF_NOWAIT not supported here")
+
+
+def _cached_prefix(fd: int, buffers: Any, offset: int, flags: int = 0) -> int:
+    """Only the first MiB of the file is in the page cache."""
+    if offset >= 1024 * 1024:
+        return _not_cached(fd, buffers, offset)
+    data = REAL_PREAD(fd, len(buffers[0]), offset)
+    buffers[0][: len(data)] = data
+    return len(data)
+
+
+@pytest.mark.parametrize(
+    ("preadv", "some_on_loop"),
+    [(_not_cached, False), (_unsupported, False), (_cached_prefix, True)],
+    ids=["not-cached", "unsupported", "cached-prefix"],
+)
+def test_uncached_pieces_are_read_in_a_thread(
+    http_server, big_file, monkeypatch, preadv, some_on_loop
+):
+    """Pieces the page cache holds are read on the loop, the others in a thread, and the
+    file arrives byte for byte."""
+    path, data = big_file
+    threads: set[str] = set()
+
+    def pread(fd: int, size: int, offset: int) -> bytes:
+        threads.add(threading.current_thread().name)
+        return REAL_PREAD(fd, size, offset)
+
+    monkeypatch.setattr(pathsend.os, "preadv", preadv)
+    monkeypatch.setattr(pathsend.os, "pread", pread)
+    server = http_server(file_app(path))
+    response = httpx.get(server.url(), timeout=30)
+    assert response.content == data
+    assert ("corral-test-server" in threads) is some_on_loop  # the loop's thread
+    assert threads - {"corral-test-server"}  # and at least one executor thread
 
 
 def test_keep_alive_after_pathsend_and_apps_own_headers_kept(http_server, tmp_path):

@@ -2,13 +2,17 @@
 
 An app that only names the file (Starlette's ``FileResponse`` does when the
 extension is offered) spares itself reading the file in a thread pool and handing the
-chunks over one ``send()`` at a time. Corral reads the file in large pieces on the event
-loop, as nginx does without ``aio``: page-cache reads are quick, and the response goes
-through the same framing, flow control and Content-Length checks as any other body.
+chunks over one ``send()`` at a time. Corral reads the file in large pieces: on the event
+loop while the data is in the page cache (``RWF_NOWAIT`` says so without blocking), and in
+a thread when it would have to wait for the disk, so a cold file never stalls the other
+connections. The response goes through the same framing, flow control and Content-Length
+checks as any other body.
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import os
 import stat
 from typing import TYPE_CHECKING, Any
@@ -24,8 +28,33 @@ PIECE = 262144
 EXTENSION = "http.response.pathsend"
 
 
+#: preadv2's "fail rather than wait for the disk" flag (Linux 4.14+), None elsewhere.
+_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
+#: errnos that mean the file system cannot answer RWF_NOWAIT at all.
+_NOWAIT_UNSUPPORTED = {errno.EOPNOTSUPP, errno.EINVAL}
+#: Where the probe's byte lands (its value is never used; sharing it is harmless).
+_PROBE = bytearray(1)
+
+
 class PathsendError(RuntimeError):
     """The app's ``http.response.pathsend`` message can't be carried out."""
+
+
+async def read_piece(fd: int, size: int, offset: int) -> bytes:
+    """Up to ``size`` bytes at ``offset``: on the loop when the piece's last byte is in the
+    page cache (readahead fills a file's pages in order, so the rest of it is too), else
+    in a thread. The probe is one 1-byte ``RWF_NOWAIT`` read: it never waits for a disk."""
+    if _NOWAIT is not None:
+        try:
+            os.preadv(fd, [_PROBE], offset + size - 1, _NOWAIT)
+        except BlockingIOError:
+            pass  # not cached: the disk would be waited for
+        except OSError as exc:
+            if exc.errno not in _NOWAIT_UNSUPPORTED:
+                raise
+        else:
+            return os.pread(fd, size, offset)
+    return await asyncio.get_running_loop().run_in_executor(None, os.pread, fd, size, offset)
 
 
 def _frames_itself(headers: Any) -> bool:
@@ -59,12 +88,14 @@ async def send_path(cycle: RequestCycle, message: Any) -> None:
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         raise PathsendError(f"'http.response.pathsend': {path!r} is not a regular file")
-    with open(fd, "rb", buffering=0) as file:
+    try:
         if not _frames_itself(cycle.headers):
             cycle.headers = [*cycle.headers, (b"content-length", b"%d" % info.st_size)]
         remaining = 0 if cycle.no_body else info.st_size
+        offset = 0
         while True:
-            piece = file.read(min(PIECE, remaining)) if remaining > 0 else b""
+            piece = await read_piece(fd, min(PIECE, remaining), offset) if remaining > 0 else b""
+            offset += len(piece)
             remaining = remaining - len(piece) if piece else 0
             await cycle.send(
                 {"type": "http.response.body", "body": piece, "more_body": remaining > 0}
@@ -76,3 +107,5 @@ async def send_path(cycle: RequestCycle, message: Any) -> None:
                 # discarded body now rather than read the rest of the file for nothing.
                 await cycle.send({"type": "http.response.body", "body": b""})
                 return
+    finally:
+        os.close(fd)
