@@ -13,7 +13,7 @@ import pytest
 from corral.worker.stall import Progress, StallGuard, progress
 
 from tests.apps import Recorder
-from tests.conftest import RawClient, get, wait_for
+from tests.conftest import DEADLINE, RawClient, get, wait_for
 
 BIG = 8 * 1024 * 1024  # far more than the kernel's socket buffers hold on loopback
 
@@ -87,6 +87,17 @@ def non_reader(port: int) -> socket.socket:
     return sock
 
 
+def ends_with_reset(sock: socket.socket) -> bool:
+    """Read what arrived until the stream ends: True for a reset, False for a clean EOF."""
+    sock.settimeout(DEADLINE)
+    try:
+        while sock.recv(1 << 20):
+            pass
+    except ConnectionResetError:
+        return True
+    return False
+
+
 def big_response(recorder: Recorder, *, streamed: bool) -> Any:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -122,6 +133,7 @@ def test_client_that_reads_nothing_is_cut_off(
         sock.sendall(get())
         wait_for(lambda: seen.snapshot(), message="the app to finish or fail")
         wait_for(lambda: not server.connections, message="the stalled connection to go")
+        assert ends_with_reset(sock)  # the unsent bytes were dropped, not trickled out
     assert seen.snapshot() == (["ClientDisconnected"] if streamed else ["complete"])
     lines = [r.getMessage() for r in caplog.records if "read nothing" in r.getMessage()]
     assert len(lines) == 1 and "connection aborted" in lines[0]

@@ -23,6 +23,17 @@ logger = logging.getLogger("corral.error")
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
+def reset(transport: asyncio.WriteTransport) -> None:
+    """Abort with a TCP reset (SO_LINGER 0), so the kernel drops what is still unsent."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        except OSError:
+            pass  # already gone: abort() below is all there is to do
+    transport.abort()
+
+
 class Progress(enum.Enum):
     """What the write buffer did since the last look."""
 
@@ -87,10 +98,4 @@ class StallGuard:
                 self._timeout,
                 now,
             )
-            sock = self._transport.get_extra_info("socket")
-            if sock is not None:
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
-                except OSError:
-                    pass  # already gone: abort() below is all there is to do
-            self._transport.abort()
+            reset(self._transport)

@@ -16,7 +16,7 @@ from typing import Any
 
 from corral.worker import ws_handshake
 from corral.worker.asgi import Message
-from corral.worker.stall import StallGuard
+from corral.worker.stall import StallGuard, reset
 from corral.worker.state import ServerState, ShutdownReason
 from corral.worker.ws_flow import Flow, Inbox
 from corral.worker.ws_keepalive import Keepalive
@@ -334,8 +334,9 @@ class WebSocketConnection(WebSocketOpening):
             self._close_handle = self._loop.call_later(CLOSE_TIMEOUT, self._abort)
 
     def _abort(self) -> None:
+        """Drop the connection (close handshake timed out, app gone mid-way): a reset."""
         if not self.flow.lost:
-            self.transport.abort()
+            reset(self.transport)
 
     # --- keepalive -------------------------------------------------------------------------
     def _send_ping(self, payload: bytes) -> None:
