@@ -147,37 +147,47 @@ def mutate(rng: random.Random, frames: list[bytes]) -> bytes:
 
 
 # --- checking what the server sends ----------------------------------------------------------
+def split_frames(data: bytes) -> tuple[list[tuple[int, int, bytes]], int]:
+    """The complete frames at the start of ``data`` (first byte, second byte, payload),
+    and the offset where they end."""
+    frames: list[tuple[int, int, bytes]] = []
+    pos = 0
+    while len(data) - pos >= 2:
+        b1, b2 = data[pos], data[pos + 1]
+        size, start = b2 & 0x7F, pos + 2
+        if size >= 126:
+            width = 2 if size == 126 else 8
+            if len(data) < start + width:
+                break
+            size = int.from_bytes(data[start : start + width], "big")
+            start += width
+        if len(data) < start + size:
+            break
+        frames.append((b1, b2, data[start : start + size]))
+        pos = start + size
+    return frames, pos
+
+
 def check_frames(data: bytes, deflate: bool) -> int | None:
     """Validate the server's frames; the close code it sent (1005 for none in the frame)."""
-    pos = 0
-    while pos < len(data):
-        if len(data) - pos < 2:
-            raise AssertionError(f"truncated frame head: {data[pos:]!r}")
-        b1, b2 = data[pos], data[pos + 1]
+    frames, end = split_frames(data)
+    assert end == len(data), f"truncated frame: {data[end:]!r}"
+    for index, (b1, b2, payload) in enumerate(frames):
         opcode, rsv = b1 & 0x0F, (b1 >> 4) & 0x07
         assert not b2 & 0x80, "server frames are never masked"
         assert rsv in ((0, 4) if deflate else (0,)), f"reserved bits {rsv} set"
         assert opcode in (0x0, 0x1, 0x2, 0x8, 0x9, 0xA), f"opcode {opcode}"
-        size, pos = b2 & 0x7F, pos + 2
-        if size == 126:
-            (size,) = struct.unpack("!H", data[pos : pos + 2])
-            pos += 2
-        elif size == 127:
-            (size,) = struct.unpack("!Q", data[pos : pos + 8])
-            pos += 8
-        payload, pos = data[pos : pos + size], pos + size
-        assert len(payload) == size, "truncated frame payload"
         if opcode >= 0x8:
-            assert b1 & 0x80 and size <= 125, "bad control frame"
+            assert b1 & 0x80 and len(payload) <= 125, "bad control frame"
         if opcode == 0x8:
-            assert pos == len(data), "bytes after the close frame"
+            assert index == len(frames) - 1, "frames after the close frame"
             if not payload:
                 return 1005
             assert len(payload) >= 2, "one-byte close payload"
-            (code,) = struct.unpack("!H", payload[:2])
+            code = int.from_bytes(payload[:2], "big")
             assert code in WIRE_CODES, f"close code {code}"
             payload[2:].decode("utf-8")  # the reason must be UTF-8
-            return int(code)
+            return code
     return None
 
 
@@ -215,7 +225,7 @@ async def probe(port: int, deflate: bool, data: bytes) -> str:
                     ending = "eof"
                     break
                 received += chunk
-                if code is None and _complete(received):
+                if code is None and split_frames(received)[1] == len(received):
                     code = check_frames(received, negotiated)
                     if code is not None:  # answer the close: the server then hangs up
                         writer.write(encode(0x8, b""))
@@ -223,27 +233,6 @@ async def probe(port: int, deflate: bool, data: bytes) -> str:
         return ending if code is None else f"close-{code}-{ending}"
     finally:
         writer.close()
-
-
-def _complete(data: bytes) -> bool:
-    """True when ``data`` ends on a frame boundary (so it can be checked whole)."""
-    pos = 0
-    while pos < len(data):
-        if len(data) - pos < 2:
-            return False
-        size, pos = data[pos + 1] & 0x7F, pos + 2
-        if size == 126:
-            if len(data) < pos + 2:
-                return False
-            (size,) = struct.unpack("!H", data[pos : pos + 2])
-            pos += 2
-        elif size == 127:
-            if len(data) < pos + 8:
-                return False
-            (size,) = struct.unpack("!Q", data[pos : pos + 8])
-            pos += 8
-        pos += size
-    return pos == len(data)
 
 
 async def fuzz(port: int, rng: random.Random, count: int) -> dict[str, int]:

@@ -149,6 +149,10 @@ def test_reading_client_is_not_cut_off(http_server: Any) -> None:
     assert seen.snapshot() == ["complete"]
 
 
+#: Every time ``flood`` saw its send fail (shared by the stacks; compared by count).
+FLOOD_ENDED = Recorder()
+
+
 async def flood(scope: Any, receive: Any, send: Any) -> None:
     """Accepts a WebSocket and sends until sending fails."""
     if scope["type"] != "websocket":
@@ -160,9 +164,6 @@ async def flood(scope: Any, receive: Any, send: Any) -> None:
             await send({"type": "websocket.send", "bytes": b"x" * 65536})
     except OSError:
         FLOOD_ENDED.add("ClientDisconnected")
-
-
-FLOOD_ENDED = Recorder()
 
 
 def test_websocket_client_that_reads_nothing_is_cut_off(http_server: Any) -> None:

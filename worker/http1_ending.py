@@ -117,8 +117,8 @@ class ConnectionEnding(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.flow.resume_writing()
-        if self._stall is not None and self._st is not ConnState.CLOSED:
-            self._stall.stop()  # a closed connection is watched until its buffer is empty
+        if self._stall is not None:
+            self._stall.resumed()
 
     def _close_transport(self) -> None:
         """Close after the queued bytes; a client that never reads them is cut off later."""

@@ -79,6 +79,12 @@ class StallGuard:
         if self._transport.get_write_buffer_size():
             self.watch()
 
+    def resumed(self) -> None:
+        """The buffer fell under its low-water mark: stop watching, unless the transport is
+        closing (a closing connection is watched until its buffer is empty)."""
+        if not self._transport.is_closing():
+            self.stop()
+
     def stop(self) -> None:
         if self._handle is not None:
             self._handle.cancel()

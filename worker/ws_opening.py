@@ -60,8 +60,7 @@ class WebSocketOpening(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.flow.resume_writing()
-        if not self.transport.is_closing():
-            self._stall.stop()  # a closing transport is watched until its buffer is empty
+        self._stall.resumed()
 
     def _defaults(self) -> list[tuple[bytes, bytes]]:
         return self.server_state.default_headers()
