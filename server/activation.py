@@ -35,11 +35,11 @@ class PassedFd:
 
 @dataclass
 class ActivatedSocket:
-    """An adopted listening socket, its name and a URL for the log."""
+    """An adopted listening socket and its name (``corral.listeners`` describes it for the log,
+    since only the configuration says whether it speaks TLS)."""
 
     sock: socket.socket
     name: str
-    url: str
 
 
 def parse_environ(environ: Mapping[str, str], pid: int) -> list[PassedFd]:
@@ -71,19 +71,6 @@ def parse_environ(environ: Mapping[str, str], pid: int) -> list[PassedFd]:
     return [PassedFd(LISTEN_FDS_START + i, names[i] if names else "unknown") for i in range(count)]
 
 
-def socket_url(sock: socket.socket) -> str:
-    """``http://HOST:PORT`` for TCP, ``unix:PATH`` for UNIX sockets (as the banner shows)."""
-    if sock.family == socket.AF_UNIX:
-        name = sock.getsockname()
-        if isinstance(name, bytes):  # abstract socket
-            return "unix:@" + name[1:].decode(errors="replace")
-        return f"unix:{name}"
-    host, port = sock.getsockname()[:2]
-    if sock.family == socket.AF_INET6:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
-
-
 def adopt(passed: PassedFd) -> ActivatedSocket:
     """Wrap one passed descriptor as a socket object; it must be a listening stream socket.
 
@@ -108,7 +95,7 @@ def adopt(passed: PassedFd) -> ActivatedSocket:
         raise ConfigError("LISTEN_FDS", f"fd {passed.fd} ({passed.name}) {problem}")
     sock.setblocking(False)
     sock.set_inheritable(False)
-    return ActivatedSocket(sock, passed.name, socket_url(sock))
+    return ActivatedSocket(sock, passed.name)
 
 
 def open_fds() -> list[int]:

@@ -201,11 +201,13 @@ def adopt_fd(fd: int, config: Config, option: str = "--fd", kind: str = "fd") ->
 
 
 def socket_url(sock: socket.socket, scheme: str = "http") -> str:
-    """Describe a bound socket: ``unix:/path`` or ``http://host:port``."""
+    """Describe a bound socket for the log: ``unix:/path`` (``unix:@name`` for an abstract
+    one) or ``SCHEME://host:port``, with ``scheme`` "https" when the listeners speak TLS."""
     name = sock.getsockname()
     if sock.family == socket.AF_UNIX:
-        path = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
-        return f"unix:{path}"
+        if isinstance(name, bytes):  # abstract: a NUL, then the name
+            return "unix:@" + name[1:].decode(errors="replace")
+        return f"unix:{name}"
     return _tcp_url(scheme, name[0], name[1])
 
 
@@ -220,16 +222,18 @@ def open_listeners(config: Config) -> list[Listener]:
     from corral.activation import take_activated_sockets
 
     activated = take_activated_sockets()
+    scheme = _scheme(config)
+    passed = [(item.sock, item.name, socket_url(item.sock, scheme)) for item in activated]
     if activated and all(item.name in (REEXEC_OWNED, REEXEC_GIVEN) for item in activated):
         # Our own master re-executed in place and handed over every socket it served.
         logger.info("Kept %d listening socket(s) across the re-exec", len(activated))
-        return [_kept_listener(item.sock, item.name, item.url) for item in activated]
+        return [_kept_listener(sock, name, url) for sock, name, url in passed]
     if activated:
-        names = ", ".join(f"{item.name} ({item.url})" for item in activated)
+        names = ", ".join(f"{name} ({url})" for _, name, url in passed)
         logger.info("Using %d socket(s) passed by systemd: %s", len(activated), names)
         if config.bind or config.uds is not None or config.fd is not None:
             logger.info("--bind, --uds and --fd are ignored under socket activation")
-        return [Listener(item.sock, "systemd", item.url) for item in activated]
+        return [Listener(sock, "systemd", url) for sock, _, url in passed]
     listeners: list[Listener] = []
     try:
         for spec in specs:

@@ -55,6 +55,7 @@ os.execv(argv[0], argv)
 PROBE = r"""
 import json, os, subprocess, sys
 from corral.activation import take_activated_sockets
+from corral.listeners import socket_url
 names = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 before = {name: os.environ.get(name) for name in names}
 leak = int(os.environ.get("PROBE_LEAK_FD", "-1"))
@@ -82,8 +83,9 @@ report = {
     "leak_open_before": leak_open_before,
     "grandchild": grandchild.stdout.strip(),
     "sockets": [
-        {"fd": a.sock.fileno(), "name": a.name, "url": a.url, "family": a.sock.family.name,
-         "inheritable": a.sock.get_inheritable(), "blocking": a.sock.getblocking()}
+        {"fd": a.sock.fileno(), "name": a.name, "url": socket_url(a.sock),
+         "family": a.sock.family.name, "inheritable": a.sock.get_inheritable(),
+         "blocking": a.sock.getblocking()}
         for a in adopted
     ],
 }

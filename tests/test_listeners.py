@@ -330,8 +330,8 @@ def test_reexec_sockets_are_kept_and_unix_files_still_owned(
     tcp.listen(1)
     tcp_url = f"http://127.0.0.1:{tcp.getsockname()[1]}"
     handed = [
-        ActivatedSocket(unix, "corral-reexec", f"unix:{path}"),
-        ActivatedSocket(tcp, "corral-reexec", tcp_url),
+        ActivatedSocket(unix, "corral-reexec"),
+        ActivatedSocket(tcp, "corral-reexec"),
     ]
     monkeypatch.setattr(corral.activation, "take_activated_sockets", lambda: handed)
     listeners = open_listeners(Config(app="x:y", port=0))
@@ -357,8 +357,8 @@ def test_reexec_keeps_given_sockets_files_apart_from_owned_ones(
         unix.listen(1)
         sockets.append(unix)
     handed = [
-        ActivatedSocket(sockets[0], "corral-reexec", f"unix:{tmp_path / 'owned.sock'}"),
-        ActivatedSocket(sockets[1], "corral-reexec-given", f"unix:{tmp_path / 'given.sock'}"),
+        ActivatedSocket(sockets[0], "corral-reexec"),
+        ActivatedSocket(sockets[1], "corral-reexec-given"),
     ]
     monkeypatch.setattr(corral.activation, "take_activated_sockets", lambda: handed)
     listeners = open_listeners(Config(app="x:y", port=0))
@@ -379,8 +379,35 @@ def test_systemd_sockets_replace_configured_listeners(monkeypatch: pytest.Monkey
     tcp.listen(1)
     url = f"http://127.0.0.1:{tcp.getsockname()[1]}"
     monkeypatch.setattr(
-        corral.activation, "take_activated_sockets", lambda: [ActivatedSocket(tcp, "web", url)]
+        corral.activation, "take_activated_sockets", lambda: [ActivatedSocket(tcp, "web")]
     )
     listeners = open_listeners(Config(app="x:y", port=0))
     assert [(item.kind, item.url, item.sock) for item in listeners] == [("systemd", url, tcp)]
+    close_listeners(listeners)
+
+
+def test_systemd_sockets_are_announced_https_under_tls(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A socket systemd passes speaks TLS when corral is given a certificate: its URL in the
+    log and the banner says https (the activation layer alone can't know it)."""
+    import corral.activation
+    from corral.activation import ActivatedSocket
+
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen(1)
+    abstract = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    abstract.bind(f"\0corral-test-{os.getpid()}")
+    abstract.listen(1)
+    handed = [ActivatedSocket(tcp, "web"), ActivatedSocket(abstract, "local")]
+    monkeypatch.setattr(corral.activation, "take_activated_sockets", lambda: handed)
+    caplog.set_level("INFO", logger="corral.error")
+    config = Config(app="x:y", port=0, ssl_certfile="/not/read/here.pem")
+    listeners = open_listeners(config)
+    https = f"https://127.0.0.1:{tcp.getsockname()[1]}"
+    local = f"unix:@corral-test-{os.getpid()}"
+    assert [item.url for item in listeners] == [https, local]
+    assert f"web ({https}), local ({local})" in caplog.text
+    assert banner_lines(listeners)[0] == f"corral running on {https} (Press CTRL+C to quit)"
     close_listeners(listeners)
