@@ -188,9 +188,13 @@ def test_no_access_log(start: Any) -> None:
 
 
 def test_env_file_reaches_the_app(start: Any, tmp_path: Path) -> None:
-    """Variables from --env-file are in the app's environment."""
-    (tmp_path / "app.env").write_text('export GREETING="from the env file" # comment\n')
+    """Variables from --env-file (python-dotenv's syntax, a bare KEY included) are in the
+    app's environment, and uvicorn's line says where they came from."""
+    (tmp_path / "app.env").write_text(
+        'WHO=the env file\nUNSET_KEY\nexport GREETING="from ${WHO}" # comment\n'
+    )
     server = start("--env-file", "app.env")
+    server.wait_for(r"^INFO:     Loading environment from 'app\.env'$")
     port = int(server.wait_for(BANNER).group(1))
     assert httpx.get(f"http://127.0.0.1:{port}/", timeout=DEADLINE).text == "from the env file"
     server.proc.send_signal(signal.SIGTERM)
