@@ -252,9 +252,7 @@ def test_env_file_semantics_are_python_dotenvs(tmp_path: Path, environ: dict[str
         ('A="x" trailing\n', "line 1"),
     ],
 )
-def test_env_file_errors(
-    tmp_path: Path, environ: dict[str, str], text: str, message: str
-) -> None:
+def test_env_file_errors(tmp_path: Path, environ: dict[str, str], text: str, message: str) -> None:
     """A line python-dotenv cannot parse (it would skip it) is a ConfigError naming it."""
     with pytest.raises(ConfigError, match=message) as info:
         load_env_file(write(tmp_path, text))
