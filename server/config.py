@@ -75,8 +75,10 @@ class Config:
         help="Treat APP as an application factory, i.e. a () -> <ASGI app> callable.",
     )
     interface: str = setting(
-        "auto", "--interface", kind="choice", choices=("auto", "asgi3", "asgi2", "wsgi"),
+        "auto", "--interface", kind="choice", choices=("auto", "asgi3", "asgi2"),
         help="Select ASGI3 or ASGI2 as the application interface.",
+        refused=(("wsgi", "corral serves ASGI only; wrap a WSGI app with an adapter such as"
+                  " a2wsgi's WSGIMiddleware"),),
     )
     lifespan: str = setting(
         "auto", "--lifespan", kind="choice", choices=("auto", "on", "off"),
@@ -108,8 +110,10 @@ class Config:
     )
     ws: str = setting(
         "auto", "--ws", kind="choice",
-        choices=("auto", "none", "websockets", "websockets-sansio", "wsproto"),
+        choices=("auto", "none", "websockets", "websockets-sansio"),
         help="WebSocket protocol implementation.",
+        refused=(("wsproto", "corral implements WebSockets on 'websockets' only;"
+                  " use --ws websockets"),),
     )
     ws_max_size: int = setting(
         16 * 1024 * 1024, "--ws-max-size", kind="int", check=positive,
@@ -332,16 +336,6 @@ class Config:
 
     def __post_init__(self) -> None:
         check_options(self)
-        if self.interface == "wsgi":
-            raise ConfigError(
-                "--interface",
-                "corral serves ASGI only; wrap a WSGI app with an adapter such as"
-                " a2wsgi's WSGIMiddleware",
-            )
-        if self.ws == "wsproto":
-            raise ConfigError(
-                "--ws", "corral implements WebSockets on 'websockets' only; use --ws websockets"
-            )
         if self.ssl_keyfile and not self.ssl_certfile:
             raise ConfigError("--ssl-keyfile", "requires --ssl-certfile")
         if self.uds is not None and self.fd is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -123,6 +124,28 @@ def test_usage_errors_name_the_option(invoke: Any, args: list[str], named: str) 
     assert result.exit_code == ExitCode.USAGE
     assert config is None
     assert named in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--ws", "wsproto"], "corral implements WebSockets on 'websockets' only"),
+        (["--interface", "wsgi"], "corral serves ASGI only; wrap a WSGI app"),
+    ],
+)
+def test_uvicorn_choices_corral_lacks_are_refused_but_not_offered(
+    invoke: Any, args: list[str], reason: str
+) -> None:
+    """--help lists only the choices that work; typing uvicorn's others gets the reason."""
+    flag, value = args
+    result, config = invoke(["main:app", *args])
+    assert result.exit_code == ExitCode.USAGE and config is None
+    assert f"Invalid value for '{flag}': {reason}" in " ".join(result.output.split())
+    help_text = CliRunner().invoke(corral.cli.cli, ["--help"]).output
+    listed = re.search(re.escape(flag) + r" \[([a-z0-9|-]+)\]", help_text)
+    assert listed is not None and value not in listed.group(1).split("|")
+    typo = invoke(["main:app", flag, "nope"])[0].output
+    assert value not in typo and "is not one of" in typo
 
 
 def test_missing_app(invoke: Any) -> None:
