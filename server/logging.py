@@ -52,16 +52,19 @@ def stream_wants_colour(stream: TextIO | None, use_colors: bool | None) -> bool:
 class LevelPrefixFormatter(logging.Formatter):
     """Adds ``%(levelprefix)s``: ``INFO:`` padded to a fixed width, coloured when enabled."""
 
+    #: The stream whose terminal decides colour when ``stream`` is not given.
+    default_stream = "stderr"
+
     def __init__(
         self,
         fmt: str | None = None,
         datefmt: str | None = None,
         style: Any = "%",
         use_colors: bool | None = None,
-        stream: str = "stderr",
+        stream: str | None = None,
     ) -> None:
         super().__init__(fmt=fmt, datefmt=datefmt, style=style)
-        target = sys.stdout if stream == "stdout" else sys.stderr
+        target = sys.stdout if (stream or self.default_stream) == "stdout" else sys.stderr
         self.use_colors = stream_wants_colour(target, use_colors)
 
     def level_prefix(self, record: logging.LogRecord) -> str:
@@ -92,15 +95,7 @@ class AccessFormatter(LevelPrefixFormatter):
     Colour is decided for stdout, where access lines go, unless told otherwise.
     """
 
-    def __init__(
-        self,
-        fmt: str | None = None,
-        datefmt: str | None = None,
-        style: Any = "%",
-        use_colors: bool | None = None,
-        stream: str = "stdout",
-    ) -> None:
-        super().__init__(fmt, datefmt, style, use_colors, stream)
+    default_stream = "stdout"
 
     def format(self, record: logging.LogRecord) -> str:
         args = record.args

@@ -164,25 +164,6 @@ def test_log_config_dict(tmp_path: Path) -> None:
     assert log_file.read_text() == "corral.error|WARNING|dict\n"
 
 
-def test_log_config_ini(tmp_path: Path) -> None:
-    """--log-config FILE.ini is applied with fileConfig."""
-    log_file = tmp_path / "corral.log"
-    config_file = tmp_path / "logging.ini"
-    config_file.write_text(
-        "[loggers]\nkeys=root,corral\n\n"
-        "[handlers]\nkeys=file\n\n"
-        "[formatters]\nkeys=plain\n\n"
-        "[logger_root]\nlevel=WARNING\nhandlers=\n\n"
-        "[logger_corral]\nlevel=INFO\nhandlers=file\nqualname=corral\npropagate=0\n\n"
-        "[handler_file]\nclass=FileHandler\nformatter=plain\n"
-        f"args=({str(log_file)!r},)\n\n"
-        "[formatter_plain]\nformat=%(levelname)s %(message)s\n"
-    )
-    configure_logging(Config(app="x:y", log_config=str(config_file)))
-    logging.getLogger("corral.error").info("from ini")
-    assert log_file.read_text() == "INFO from ini\n"
-
-
 #: uvicorn 0.54's own LOGGING_CONFIG written as YAML, with a marker in both formats so
 #: the test can tell its lines from corral's defaults.
 UVICORN_YAML = """\
@@ -232,24 +213,33 @@ def test_uvicorn_yaml_config(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert out == 'INFO:     [yaml] 127.0.0.1:53144 - "GET / HTTP/1.1" 200 OK\n'
 
 
-def test_uvicorn_ini_config(tmp_path: Path) -> None:
-    """An .ini config naming uvicorn's loggers (qualname=) and formatter class works too."""
+@pytest.mark.parametrize(
+    ("qualname", "formatter", "line"),
+    [
+        ("corral", "", "INFO from ini\n"),
+        ("uvicorn.error", "class=uvicorn.logging.DefaultFormatter\n", "INFO:     from ini\n"),
+    ],
+    ids=["corral", "uvicorn"],
+)
+def test_log_config_ini(tmp_path: Path, qualname: str, formatter: str, line: str) -> None:
+    """--log-config FILE.ini is applied with fileConfig; uvicorn's logger (qualname=) and
+    formatter class names in it work too."""
     log_file = tmp_path / "corral.log"
     config_file = tmp_path / "logging.ini"
+    fmt = "%(levelprefix)s" if formatter else "%(levelname)s"
     config_file.write_text(
-        "[loggers]\nkeys=root,uverror\n\n"
+        "[loggers]\nkeys=root,server\n\n"
         "[handlers]\nkeys=file\n\n"
-        "[formatters]\nkeys=uv\n\n"
+        "[formatters]\nkeys=plain\n\n"
         "[logger_root]\nlevel=WARNING\nhandlers=\n\n"
-        "[logger_uverror]\nlevel=INFO\nhandlers=file\nqualname=uvicorn.error\npropagate=0\n\n"
-        "[handler_file]\nclass=FileHandler\nformatter=uv\n"
+        f"[logger_server]\nlevel=INFO\nhandlers=file\nqualname={qualname}\npropagate=0\n\n"
+        "[handler_file]\nclass=FileHandler\nformatter=plain\n"
         f"args=({str(log_file)!r},)\n\n"
-        "[formatter_uv]\nformat=%(levelprefix)s %(message)s\n"
-        "class=uvicorn.logging.DefaultFormatter\n"
+        f"[formatter_plain]\nformat={fmt} %(message)s\n{formatter}"
     )
     configure_logging(Config(app="x:y", log_config=str(config_file)))
     logging.getLogger("corral.error").info("from ini")
-    assert log_file.read_text() == "INFO:     from ini\n"
+    assert log_file.read_text() == line
 
 
 def test_corral_name_wins_over_its_uvicorn_alias(tmp_path: Path) -> None:
