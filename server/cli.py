@@ -83,6 +83,20 @@ class HeaderPair(_HeaderParam):
         return name.strip(), text.strip()
 
 
+class RefusingChoice(click.Choice):  # type: ignore[type-arg, unused-ignore]
+    """A choice whose ``refused`` values pass the parser, unlisted, so that Config refuses
+    them with its reason; --help and click's own errors list only the working choices."""
+
+    def __init__(self, choices: Sequence[str], refused: Sequence[str]) -> None:
+        super().__init__(choices)
+        self.refused = tuple(refused)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value in self.refused:
+            return value
+        return super().convert(value, param, ctx)
+
+
 def _click_type(name: str, option: Option) -> click.ParamType[Any] | None:
     if name == "headers":
         return HeaderPair()
@@ -94,7 +108,7 @@ def _click_type(name: str, option: Option) -> click.ParamType[Any] | None:
         "float": click.FLOAT,
         "octal": OctalInt(),
         "multiple": click.STRING,
-        "choice": click.Choice(option.choices),
+        "choice": RefusingChoice(option.choices, [value for value, _ in option.refused]),
     }.get(option.kind)
 
 

@@ -7,7 +7,6 @@ scripts grep for these lines. Colour is used only on a terminal, or when asked f
 
 from __future__ import annotations
 
-import json
 import logging
 import logging.config
 import os
@@ -16,7 +15,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TextIO
 
 import click
-from corral.errors import ConfigError
 
 if TYPE_CHECKING:
     from corral.config import Config
@@ -25,8 +23,8 @@ if TYPE_CHECKING:
 TRACE_LEVEL = 5
 logging.addLevelName(TRACE_LEVEL, "TRACE")
 
-#: The loggers --log-level applies to.
-CORRAL_LOGGERS = ("corral", "corral.error", "corral.access")
+#: The loggers --log-level applies to (``corral.asgi`` carries the trace of ASGI messages).
+CORRAL_LOGGERS = ("corral", "corral.error", "corral.access", "corral.asgi")
 
 _LEVEL_COLOURS: dict[int, str] = {
     TRACE_LEVEL: "blue",
@@ -54,16 +52,19 @@ def stream_wants_colour(stream: TextIO | None, use_colors: bool | None) -> bool:
 class LevelPrefixFormatter(logging.Formatter):
     """Adds ``%(levelprefix)s``: ``INFO:`` padded to a fixed width, coloured when enabled."""
 
+    #: The stream whose terminal decides colour when ``stream`` is not given.
+    default_stream = "stderr"
+
     def __init__(
         self,
         fmt: str | None = None,
         datefmt: str | None = None,
         style: Any = "%",
         use_colors: bool | None = None,
-        stream: str = "stderr",
+        stream: str | None = None,
     ) -> None:
         super().__init__(fmt=fmt, datefmt=datefmt, style=style)
-        target = sys.stdout if stream == "stdout" else sys.stderr
+        target = sys.stdout if (stream or self.default_stream) == "stdout" else sys.stderr
         self.use_colors = stream_wants_colour(target, use_colors)
 
     def level_prefix(self, record: logging.LogRecord) -> str:
@@ -78,7 +79,8 @@ class LevelPrefixFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
-#: uvicorn's name for the same formatter, so migrated --log-config files need one word changed.
+#: uvicorn's name for the same formatter (a --log-config naming
+#: ``uvicorn.logging.DefaultFormatter`` gets this one, see :mod:`corral.logconfig`).
 DefaultFormatter = LevelPrefixFormatter
 
 _STATUS_COLOURS = {"1": "bright_white", "2": "green", "3": "yellow", "4": "red", "5": "bright_red"}
@@ -90,7 +92,10 @@ class AccessFormatter(LevelPrefixFormatter):
     The worker logs ``'%s - "%s %s HTTP/%s" %s'`` with (client, method, path, version, status).
     The record also gets uvicorn's access fields (``client_addr``, ``request_line``,
     ``status_code``), so access formats written for uvicorn's --log-config keep working.
+    Colour is decided for stdout, where access lines go, unless told otherwise.
     """
+
+    default_stream = "stdout"
 
     def format(self, record: logging.LogRecord) -> str:
         args = record.args
@@ -154,59 +159,14 @@ def default_logging_config(use_colors: bool | None) -> dict[str, Any]:
     }
 
 
-def _load_log_config(source: str | dict[str, Any]) -> None:
-    """Apply a user logging configuration: a dict, or a .json/.yaml/.yml/.ini/.cfg file."""
-    if isinstance(source, dict):
-        _dict_config(source)
-        return
-    path = str(source)
-    if not os.path.isfile(path):
-        raise ConfigError("--log-config", f"no such file: {path}")
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix == ".json":
-        try:
-            with open(path, encoding="utf-8") as handle:
-                loaded = json.load(handle)
-        except (OSError, ValueError) as exc:
-            raise ConfigError("--log-config", f"cannot read {path}: {exc}") from None
-        _dict_config(loaded)
-    elif suffix in (".yaml", ".yml"):
-        try:
-            import yaml  # type: ignore[import-untyped, unused-ignore]
-        except ImportError:
-            raise ConfigError(
-                "--log-config",
-                f"{path} is YAML, which needs PyYAML (pip install pyyaml); or use .json or .ini",
-            ) from None
-        try:
-            with open(path, encoding="utf-8") as handle:
-                loaded = yaml.safe_load(handle)
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError("--log-config", f"cannot read {path}: {exc}") from None
-        _dict_config(loaded)
-    else:
-        # .ini, .cfg and anything else: the stdlib's fileConfig format, as uvicorn does.
-        try:
-            logging.config.fileConfig(path, disable_existing_loggers=False)
-        except Exception as exc:
-            raise ConfigError("--log-config", f"cannot apply {path}: {exc}") from None
-
-
-def _dict_config(loaded: Any) -> None:
-    if not isinstance(loaded, dict):
-        raise ConfigError("--log-config", "must be a logging dictConfig mapping")
-    try:
-        logging.config.dictConfig(loaded)
-    except (ValueError, TypeError, AttributeError, ImportError) as exc:
-        raise ConfigError("--log-config", f"invalid logging configuration: {exc}") from None
-
-
 def configure_logging(config: Config) -> None:
     """Set up logging from --log-config (or the defaults), --log-level and --access-log."""
     if config.log_config is None:
         logging.config.dictConfig(default_logging_config(config.use_colors))
     else:
-        _load_log_config(config.log_config)
+        from corral.logconfig import apply_log_config
+
+        apply_log_config(config.log_config)
     if config.log_level is not None:
         level = logging.getLevelName(config.log_level.upper())
         for name in CORRAL_LOGGERS:

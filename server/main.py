@@ -7,113 +7,42 @@ nothing here calls ``sys.exit`` (only ``corral.cli.main`` does).
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.config
-import os
-import re
-from collections.abc import Iterator, MutableMapping
 
 from corral import daemon
 from corral.config import Config
 from corral.errors import ConfigError, CorralError, ExitCode
 from corral.listeners import close_listeners, open_listeners
 from corral.logging import configure_logging, default_logging_config
+from dotenv import load_dotenv
+from dotenv.parser import parse_stream
 
 logger = logging.getLogger("corral.error")
 
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-_EXPAND = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
 
+def load_env_file(path: str) -> None:
+    """Load a dotenv file into ``os.environ`` with python-dotenv, exactly as uvicorn does.
 
-def _expand(value: str, known: MutableMapping[str, str]) -> str:
-    """Replace ``${NAME}`` and ``${NAME:-default}`` from the environment or earlier lines."""
-    return _EXPAND.sub(lambda m: known.get(m.group(1)) or (m.group(2) or ""), value)
-
-
-def _unescape(value: str) -> str:
-    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), value)
-
-
-def _entries(text: str, path: str) -> Iterator[tuple[str, str, bool]]:
-    """Yield (key, raw value, expandable) for each assignment in a dotenv file."""
-    lines = text.splitlines()
-    index = 0
-    while index < len(lines):
-        number = index + 1
-        line = lines[index].strip()
-        index += 1
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export ") or line.startswith("export\t"):
-            line = line[len("export") :].lstrip()
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep or not _KEY.fullmatch(key):
-            raise ConfigError("--env-file", f"{path}, line {number}: expected KEY=VALUE")
-        value = value.lstrip()
-        quote = value[:1]
-        if quote in ("'", '"'):
-            body = value[1:]
-            # A quoted value may span lines; it ends at the first unescaped closing quote.
-            while True:
-                end = _closing_quote(body, quote)
-                if end >= 0 or index >= len(lines):
-                    break
-                body += "\n" + lines[index]
-                index += 1
-            if end < 0:
-                raise ConfigError("--env-file", f"{path}, line {number}: unterminated {quote}")
-            rest = body[end + 1 :].strip()
-            if rest and not rest.startswith("#"):
-                raise ConfigError(
-                    "--env-file", f"{path}, line {number}: unexpected text after the quoted value"
-                )
-            body = body[:end]
-            if quote == '"':
-                yield key, _unescape(body), True
-            else:
-                yield key, body, False
-        else:
-            # Unquoted: a " #" starts a comment; surrounding whitespace is dropped.
-            comment = re.search(r"\s#", value)
-            if comment:
-                value = value[: comment.start()]
-            yield key, value.strip(), True
-
-
-def _closing_quote(body: str, quote: str) -> int:
-    escaped = False
-    for position, char in enumerate(body):
-        if escaped:
-            escaped = False
-        elif char == "\\" and quote == '"':
-            escaped = True
-        elif char == quote:
-            return position
-    return -1
-
-
-def parse_env_file(path: str, environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """Parse a dotenv file: KEY=VALUE lines, quotes, comments, ``export``, ``${VAR}``."""
+    Variables already set in the environment win (``override=False``). A missing or
+    unreadable file, or a line python-dotenv cannot parse (which it would skip with a
+    warning), is a :class:`ConfigError` naming --env-file and the line.
+    """
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
-    except OSError as exc:
-        raise ConfigError("--env-file", f"cannot read {path}: {exc.strerror or exc}") from None
-    base = os.environ if environ is None else environ
-    values: dict[str, str] = {}
-    for key, value, expandable in _entries(text, path):
-        known = {**values, **base}
-        values[key] = _expand(value, known) if expandable else value
-    return values
-
-
-def apply_env_file(path: str, environ: MutableMapping[str, str] | None = None) -> None:
-    """Load a dotenv file into the environment; variables already set win, as with dotenv."""
-    target = os.environ if environ is None else environ
-    for key, value in parse_env_file(path, target).items():
-        target.setdefault(key, value)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError("--env-file", f"cannot read {path}: {reason}") from None
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            raise ConfigError(
+                "--env-file",
+                f"{path}, line {binding.original.line}: python-dotenv cannot parse"
+                f" {binding.original.string.strip()!r}",
+            )
+    load_dotenv(stream=io.StringIO(text), override=False)
 
 
 def serve_config(config: Config) -> ExitCode:
@@ -125,7 +54,8 @@ def serve_config(config: Config) -> ExitCode:
     env_error: CorralError | None = None
     try:
         if config.env_file is not None:
-            apply_env_file(config.env_file)
+            # Loaded before logging is configured: the file may set NO_COLOR.
+            load_env_file(config.env_file)
     except CorralError as exc:
         env_error = exc
     try:
@@ -133,6 +63,8 @@ def serve_config(config: Config) -> ExitCode:
     except CorralError as exc:
         logging.config.dictConfig(default_logging_config(config.use_colors))
         env_error = env_error or exc
+    if config.env_file is not None:
+        logger.info("Loading environment from '%s'", config.env_file)
     if env_error is not None:
         logger.error("%s", env_error)
         return env_error.exit_code

@@ -31,6 +31,9 @@ class Option:
     metavar: str | None = None
     #: Accepted on the CLI but hidden from --help (gunicorn-compatible spellings).
     hidden_aliases: tuple[str, ...] = ()
+    #: (value, why) for choices uvicorn offers and corral does not: kept out of --help and
+    #: the choice list, but typing one gets its reason instead of "not one of ...".
+    refused: tuple[tuple[str, str], ...] = ()
 
 
 def setting(default: Any, *flags: str, help: str, **kw: Any) -> Any:
@@ -65,6 +68,9 @@ def check_options(instance: Any) -> None:
         flag = option.flags[0].split("/")[0]
         if option.kind == "choice" and value is not None:
             text = str(value).lower() if isinstance(value, bool) else str(value)
+            for refused, why in option.refused:
+                if text == refused:
+                    raise ConfigError(flag, why)
             if text not in option.choices:
                 raise ConfigError(flag, f"{value!r} is not one of {', '.join(option.choices)}")
         if option.check is not None:

@@ -188,13 +188,37 @@ def test_no_access_log(start: Any) -> None:
 
 
 def test_env_file_reaches_the_app(start: Any, tmp_path: Path) -> None:
-    """Variables from --env-file are in the app's environment."""
-    (tmp_path / "app.env").write_text('export GREETING="from the env file" # comment\n')
+    """Variables from --env-file (python-dotenv's syntax, a bare KEY included) are in the
+    app's environment, and uvicorn's line says where they came from."""
+    (tmp_path / "app.env").write_text(
+        'WHO=the env file\nUNSET_KEY\nexport GREETING="from ${WHO}" # comment\n'
+    )
     server = start("--env-file", "app.env")
+    server.wait_for(r"^INFO:     Loading environment from 'app\.env'$")
     port = int(server.wait_for(BANNER).group(1))
     assert httpx.get(f"http://127.0.0.1:{port}/", timeout=DEADLINE).text == "from the env file"
     server.proc.send_signal(signal.SIGTERM)
     assert server.finish()[0] == 0
+
+
+def test_uvicorn_yaml_log_config_prints_uvicorn_lines(start: Any, tmp_path: Path) -> None:
+    """uvicorn's own LOGGING_CONFIG, as YAML, with uvicorn's logger and formatter names:
+    corral prints uvicorn's lines through it (lifecycle on stderr, access on stdout)."""
+    from tests.test_logging import UVICORN_YAML
+
+    (tmp_path / "log.yaml").write_text(UVICORN_YAML.replace(" [yaml]", ""))
+    server = start("--log-config", "log.yaml", stdout=subprocess.PIPE)
+    server.wait_for(r"^INFO:     Started server process \[\d+\]$")
+    server.wait_for(r"^INFO:     Application startup complete\.$")
+    port = int(server.wait_for(BANNER).group(1))
+    assert httpx.get(f"http://127.0.0.1:{port}/path?q=1", timeout=DEADLINE).status_code == 200
+    server.proc.send_signal(signal.SIGTERM)
+    stdout, rest = server.proc.communicate(timeout=DEADLINE)
+    assert server.proc.returncode == 0
+    assert re.fullmatch(
+        r'INFO:     127\.0\.0\.1:\d+ - "GET /path\?q=1 HTTP/1\.1" 200 OK\n', stdout
+    ), stdout
+    assert "WARNING" not in "".join(server.lines) + rest
 
 
 CONTEXT_APP = """

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from corral.config import Config, options
 from corral.errors import ConfigError
-from corral.main import apply_env_file, parse_env_file
+from corral.main import load_env_file
 
 #: Variables these tests set; cleared first so the developer's own environment can't leak in.
 TOUCHED = (
@@ -173,87 +173,94 @@ def write(tmp_path: Path, text: str) -> str:
     return str(path)
 
 
+@pytest.fixture
+def environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """A scratch os.environ: what load_env_file adds is gone after the test."""
+    saved = dict(os.environ)
+    yield os.environ  # type: ignore[misc]
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.mark.smoke
-def test_env_file_syntax(tmp_path: Path) -> None:
-    """dotenv syntax: comments, export, quotes, escapes, inline comments, multi-line values."""
+def test_env_file_syntax(tmp_path: Path, environ: dict[str, str]) -> None:
+    """python-dotenv's syntax: comments, export, quotes, escapes, multi-line values."""
     path = write(
         tmp_path,
         "# a comment\n"
         "\n"
-        "PLAIN=value\n"
-        "export EXPORTED=yes\n"
-        "SPACED = padded  \n"
-        "INLINE=kept # dropped\n"
-        "HASH=a#b\n"
-        "SINGLE='raw $X \\n'\n"
-        'DOUBLE="line1\\nline2 \\"q\\""\n'
-        'MULTI="first\nsecond"\n'
-        "EMPTY=\n"
-        'EMPTY_QUOTED=""\n'
-        "URL=postgres://u:p@h/db?x=1\n",
+        "DOTENV_PLAIN=value\n"
+        "export DOTENV_EXPORTED=yes\n"
+        "DOTENV_SPACED = padded  \n"
+        "DOTENV_INLINE=kept # dropped\n"
+        "DOTENV_HASH=a#b\n"
+        "DOTENV_SINGLE='raw \\n'\n"
+        'DOTENV_DOUBLE="line1\\nline2 \\"q\\""\n'
+        'DOTENV_MULTI="first\nsecond"\n'
+        "DOTENV_EMPTY=\n"
+        "DOTENV_URL=postgres://u:p@h/db?x=1\n",
     )
-    assert parse_env_file(path, environ={}) == {
-        "PLAIN": "value",
-        "EXPORTED": "yes",
-        "SPACED": "padded",
-        "INLINE": "kept",
-        "HASH": "a#b",
-        "SINGLE": "raw $X \\n",
-        "DOUBLE": 'line1\nline2 "q"',
-        "MULTI": "first\nsecond",
-        "EMPTY": "",
-        "EMPTY_QUOTED": "",
-        "URL": "postgres://u:p@h/db?x=1",
+    load_env_file(path)
+    assert {k: v for k, v in environ.items() if k.startswith("DOTENV_")} == {
+        "DOTENV_PLAIN": "value",
+        "DOTENV_EXPORTED": "yes",
+        "DOTENV_SPACED": "padded",
+        "DOTENV_INLINE": "kept",
+        "DOTENV_HASH": "a#b",
+        "DOTENV_SINGLE": "raw \\n",
+        "DOTENV_DOUBLE": 'line1\nline2 "q"',
+        "DOTENV_MULTI": "first\nsecond",
+        "DOTENV_EMPTY": "",
+        "DOTENV_URL": "postgres://u:p@h/db?x=1",
     }
 
 
-def test_env_file_expansion(tmp_path: Path) -> None:
-    """${VAR} expands from the environment or earlier lines; ${VAR:-x} has a default."""
+def test_env_file_semantics_are_python_dotenvs(tmp_path: Path, environ: dict[str, str]) -> None:
+    """Where a hand-written parser differed from python-dotenv (and so from uvicorn):
+    a bare KEY is allowed and sets nothing, ``${VAR}`` expands inside single quotes too,
+    ``\\'`` escapes a single quote, and the process environment wins over the file."""
+    environ["DOTENV_KEEP"] = "process"
+    environ.pop("DOTENV_BARE", None)
+    environ.pop("DOTENV_UNSET", None)
     path = write(
         tmp_path,
-        "BASE=/srv\nDATA=${BASE}/data\nHOME_DIR=${HOME}\nLEVEL=${UNSET:-info}\nLIT='${BASE}'\n",
+        "DOTENV_BARE\n"
+        "DOTENV_BASE=/srv\n"
+        "DOTENV_DATA=${DOTENV_BASE}/data\n"
+        "DOTENV_SINGLE='${DOTENV_BASE}'\n"
+        "DOTENV_QUOTE='it\\'s'\n"
+        "DOTENV_LEVEL=${DOTENV_UNSET:-info}\n"
+        "DOTENV_NOBRACE=$DOTENV_BASE\n"
+        "DOTENV_KEEP=file\n",
     )
-    values = parse_env_file(path, environ={"HOME": "/home/u"})
-    assert values["DATA"] == "/srv/data"
-    assert values["HOME_DIR"] == "/home/u"
-    assert values["LEVEL"] == "info"
-    assert values["LIT"] == "${BASE}"
-
-
-def test_env_file_does_not_override_environment(tmp_path: Path) -> None:
-    """Variables already set in the environment win over the file, as with python-dotenv."""
-    path = write(tmp_path, "KEEP=file\nNEW=file\n")
-    environ = {"KEEP": "process"}
-    apply_env_file(path, environ)
-    assert environ == {"KEEP": "process", "NEW": "file"}
+    load_env_file(path)
+    assert "DOTENV_BARE" not in environ
+    assert environ["DOTENV_DATA"] == "/srv/data"
+    assert environ["DOTENV_SINGLE"] == "/srv"
+    assert environ["DOTENV_QUOTE"] == "it's"
+    assert environ["DOTENV_LEVEL"] == "info"
+    assert environ["DOTENV_NOBRACE"] == "$DOTENV_BASE"
+    assert environ["DOTENV_KEEP"] == "process"
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("JUSTAKEY\n", "line 1: expected KEY=VALUE"),
-        ("OK=1\n1BAD=x\n", "line 2: expected KEY=VALUE"),
-        ('A="never closed\n', "unterminated"),
-        ('A="x" trailing\n', "unexpected text"),
+        ("NOT A LINE\n", "line 1: python-dotenv cannot parse 'NOT A LINE'"),
+        ("OK=1\n=oops\n", "line 2: python-dotenv cannot parse '=oops'"),
+        ('A="never closed\n', "line 1"),
+        ('A="x" trailing\n', "line 1"),
     ],
 )
-def test_env_file_errors(tmp_path: Path, text: str, message: str) -> None:
-    """A malformed line is a ConfigError naming --env-file and the line."""
+def test_env_file_errors(tmp_path: Path, environ: dict[str, str], text: str, message: str) -> None:
+    """A line python-dotenv cannot parse (it would skip it) is a ConfigError naming it."""
     with pytest.raises(ConfigError, match=message) as info:
-        parse_env_file(write(tmp_path, text), environ={})
+        load_env_file(write(tmp_path, text))
     assert info.value.option == "--env-file"
 
 
 def test_env_file_missing(tmp_path: Path) -> None:
     """A missing env file is a ConfigError naming --env-file."""
-    with pytest.raises(ConfigError, match="cannot read"):
-        parse_env_file(str(tmp_path / "absent.env"), environ={})
-
-
-def test_env_file_reaches_app_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """apply_env_file writes into os.environ by default (the app reads it from there)."""
-    monkeypatch.delenv("CORRAL_TEST_ENV_FILE_VALUE", raising=False)
-    path = write(tmp_path, "CORRAL_TEST_ENV_FILE_VALUE=hello\n")
-    apply_env_file(path)
-    assert os.environ["CORRAL_TEST_ENV_FILE_VALUE"] == "hello"
-    monkeypatch.delenv("CORRAL_TEST_ENV_FILE_VALUE")
+    with pytest.raises(ConfigError, match="cannot read") as info:
+        load_env_file(str(tmp_path / "absent.env"))
+    assert info.value.option == "--env-file"

@@ -164,38 +164,118 @@ def test_log_config_dict(tmp_path: Path) -> None:
     assert log_file.read_text() == "corral.error|WARNING|dict\n"
 
 
-def test_log_config_ini(tmp_path: Path) -> None:
-    """--log-config FILE.ini is applied with fileConfig."""
+#: uvicorn 0.54's own LOGGING_CONFIG written as YAML, with a marker in both formats so
+#: the test can tell its lines from corral's defaults.
+UVICORN_YAML = """\
+version: 1
+disable_existing_loggers: false
+formatters:
+  default:
+    (): uvicorn.logging.DefaultFormatter
+    fmt: "%(levelprefix)s [yaml] %(message)s"
+    use_colors: null
+  access:
+    (): uvicorn.logging.AccessFormatter
+    fmt: '%(levelprefix)s [yaml] %(client_addr)s - "%(request_line)s" %(status_code)s'
+handlers:
+  default:
+    formatter: default
+    class: logging.StreamHandler
+    stream: ext://sys.stderr
+  access:
+    formatter: access
+    class: logging.StreamHandler
+    stream: ext://sys.stdout
+loggers:
+  uvicorn:
+    handlers: [default]
+    level: INFO
+    propagate: false
+  uvicorn.error:
+    level: INFO
+  uvicorn.access:
+    handlers: [access]
+    level: INFO
+    propagate: false
+"""
+
+
+def test_uvicorn_yaml_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A YAML config written for uvicorn (its logger and formatter names) configures
+    corral's loggers and prints uvicorn's lines, with no warning."""
+    config_file = tmp_path / "logging.yaml"
+    config_file.write_text(UVICORN_YAML)
+    configure_logging(Config(app="x:y", log_config=str(config_file)))
+    logging.getLogger("corral.error").info("Started server process [%d]", 42)
+    logging.getLogger("corral.access").info(ACCESS_FORMAT, *ACCESS_ARGS)
+    out, err = capsys.readouterr()
+    assert err == "INFO:     [yaml] Started server process [42]\n"
+    assert out == 'INFO:     [yaml] 127.0.0.1:53144 - "GET / HTTP/1.1" 200 OK\n'
+
+
+@pytest.mark.parametrize(
+    ("qualname", "formatter", "line"),
+    [
+        ("corral", "", "INFO from ini\n"),
+        ("uvicorn.error", "class=uvicorn.logging.DefaultFormatter\n", "INFO:     from ini\n"),
+    ],
+    ids=["corral", "uvicorn"],
+)
+def test_log_config_ini(tmp_path: Path, qualname: str, formatter: str, line: str) -> None:
+    """--log-config FILE.ini is applied with fileConfig; uvicorn's logger (qualname=) and
+    formatter class names in it work too."""
     log_file = tmp_path / "corral.log"
     config_file = tmp_path / "logging.ini"
+    fmt = "%(levelprefix)s" if formatter else "%(levelname)s"
     config_file.write_text(
-        "[loggers]\nkeys=root,corral\n\n"
+        "[loggers]\nkeys=root,server\n\n"
         "[handlers]\nkeys=file\n\n"
         "[formatters]\nkeys=plain\n\n"
         "[logger_root]\nlevel=WARNING\nhandlers=\n\n"
-        "[logger_corral]\nlevel=INFO\nhandlers=file\nqualname=corral\npropagate=0\n\n"
+        f"[logger_server]\nlevel=INFO\nhandlers=file\nqualname={qualname}\npropagate=0\n\n"
         "[handler_file]\nclass=FileHandler\nformatter=plain\n"
         f"args=({str(log_file)!r},)\n\n"
-        "[formatter_plain]\nformat=%(levelname)s %(message)s\n"
+        f"[formatter_plain]\nformat={fmt} %(message)s\n{formatter}"
     )
     configure_logging(Config(app="x:y", log_config=str(config_file)))
     logging.getLogger("corral.error").info("from ini")
-    assert log_file.read_text() == "INFO from ini\n"
+    assert log_file.read_text() == line
 
 
-def test_log_config_yaml_without_pyyaml(tmp_path: Path) -> None:
-    """A YAML log config without PyYAML installed is a clear error naming --log-config."""
-    try:
-        import yaml  # type: ignore[import-untyped, unused-ignore]  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("PyYAML is installed here")
-    config_file = tmp_path / "logging.yaml"
-    config_file.write_text("version: 1\n")
-    with pytest.raises(ConfigError, match="PyYAML") as info:
-        configure_logging(Config(app="x:y", log_config=str(config_file)))
-    assert info.value.option == "--log-config"
+def test_corral_name_wins_over_its_uvicorn_alias(tmp_path: Path) -> None:
+    """A config naming both corral.error and uvicorn.error: corral.error's entry applies."""
+    log_file = tmp_path / "corral.log"
+    config = _file_config(log_file)
+    config["loggers"] = {
+        "corral.error": {"handlers": ["file"], "level": "INFO", "propagate": False},
+        "uvicorn.error": {"level": "CRITICAL"},
+    }
+    configure_logging(Config(app="x:y", log_config=config))
+    logging.getLogger("corral.error").info("kept")
+    assert log_file.read_text() == "corral.error|INFO|kept\n"
+    logging.getLogger("uvicorn.error").setLevel(logging.NOTSET)
+
+
+def test_config_for_no_corral_logger_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A config that configures none of corral's loggers (under either name) says so."""
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "loggers": {"myapp": {"level": "INFO"}},
+    }
+    with caplog.at_level(logging.WARNING, logger="corral.error"):
+        configure_logging(Config(app="x:y", log_config=config))
+    warnings = [r.getMessage() for r in caplog.records if r.name == "corral.error"]
+    assert warnings == [
+        "log_config configures none of corral's loggers (corral, corral.error,"
+        " corral.access, or uvicorn's names for them); their lines go to the root"
+        " logger's handlers"
+    ]
+    caplog.clear()
+    configure_logging(Config(app="x:y", log_config=_file_config(tmp_path / "x.log")))
+    assert not [r for r in caplog.records if r.name == "corral.error"]
 
 
 @pytest.mark.parametrize(

@@ -169,7 +169,7 @@ CASES: list[WireCase] = [
     WireCase(
         "request-line-too-long",
         "RFC 9112 §3 (414)",
-        req(b"GET /" + b"a" * 8200 + b" HTTP/1.1"),
+        req(b"GET /" + b"a" * 16400 + b" HTTP/1.1"),
         414,
     ),
     # --- Host: RFC 9112 §3.2 ---------------------------------------------------------
@@ -451,13 +451,13 @@ CASES: list[WireCase] = [
     WireCase(
         "too-many-fields",
         "RFC 6585 §5 (431)",
-        req(b"GET / HTTP/1.1", *[b"X-%d: 1" % i for i in range(101)]),
+        req(b"GET / HTTP/1.1", *[b"X-%d: 1" % i for i in range(201)]),
         431,
     ),
     WireCase(
         "field-too-large",
         "RFC 6585 §5 (431)",
-        req(b"GET / HTTP/1.1", b"X-Big: " + b"a" * 8200),
+        req(b"GET / HTTP/1.1", b"X-Big: " + b"a" * 32800),
         431,
     ),
     WireCase(
@@ -469,8 +469,8 @@ CASES: list[WireCase] = [
     WireCase(
         "fields-at-limit",
         "RFC 6585 §5",
-        req(b"GET / HTTP/1.1", *[b"X-%d: 1" % i for i in range(99)]),
-        seen={"headers": {b"x-98": b"1"}},
+        req(b"GET / HTTP/1.1", *[b"X-%d: 1" % i for i in range(199)]),
+        seen={"headers": {b"x-198": b"1"}},
     ),
     WireCase(
         "body-over-limit",

@@ -32,9 +32,9 @@ class ParseError(Exception):
 class ParserLimits:
     """Size limits on a request (bytes; ``body`` 0 = unlimited)."""
 
-    request_line: int = 8190
-    fields: int = 100
-    field_size: int = 8190
+    request_line: int = 16384
+    fields: int = 200
+    field_size: int = 32768
     head_size: int = 65536
     body: int = 0
 
