@@ -358,10 +358,6 @@ class Config:
         return not (self.bind or self.uds is not None or self.fd is not None)
 
     @property
-    def effective_log_level(self) -> str:
-        return self.log_level or "info"
-
-    @property
     def trusted_proxies(self) -> tuple[str, ...]:
         raw = "127.0.0.1,::1" if self.forwarded_allow_ips is None else self.forwarded_allow_ips
         return tuple(part.strip() for part in raw.split(",") if part.strip())

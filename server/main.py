@@ -95,7 +95,7 @@ def _serve(config: Config) -> ExitCode:
             daemon.drop_privileges(identity)
             if config.supervised:
                 from corral.supervisor.master import run_master
-                from corral.worker.edge import Edge
+                from corral.worker.edge.accept import Edge
 
                 # Fail fast (exit 2) on unusable TLS or proxy settings, as the user the
                 # workers run as; each worker still builds its own context after the fork.

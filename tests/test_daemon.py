@@ -261,7 +261,7 @@ LAUNCH = r"""
 import sys
 import asyncio, email, h11, httptools, json, uvloop
 import corral.cli, corral.loading, corral.main, corral.supervisor.master
-import corral.supervisor.systemd, corral.worker.http1, corral.worker.process
+import corral.supervisor.systemd, corral.worker.http1.protocol, corral.worker.process
 import corral.worker.serving, corral.worker.supervised
 corral.cli.main(sys.argv[1:])
 """

@@ -18,7 +18,7 @@ import random
 from typing import Any
 
 import pytest
-from corral.worker.parsers import (
+from corral.worker.http1.parsers import (
     ParseError,
     ParserLimits,
     RequestHead,

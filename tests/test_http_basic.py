@@ -7,7 +7,7 @@ import logging
 
 import httpx
 import pytest
-from corral.worker import cycle_log
+from corral.worker.asgi import cycle_log
 
 from tests import apps
 from tests.apps import Gate, Recorder

@@ -6,7 +6,7 @@ import threading
 
 import httpx
 import pytest
-from corral.worker.flow import PAUSE_BODY, READ_HIGH_WATER
+from corral.worker.transport.flow import PAUSE_BODY, READ_HIGH_WATER
 
 from tests import apps
 from tests.apps import Gate, Recorder

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from corral.worker import pathsend
+from corral.worker.asgi import pathsend
 
 from tests.conftest import RawClient, get, wait_for
 

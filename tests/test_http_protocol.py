@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 from corral.config import Config
-from corral.worker.http1 import DRAIN_GRACE, ConnState, HTTP1Protocol
-from corral.worker.parsers import ParserLimits
+from corral.worker.http1.parsers import ParserLimits
+from corral.worker.http1.protocol import DRAIN_GRACE, ConnState, HTTP1Protocol
 from corral.worker.state import ServerState
 
 from tests import apps

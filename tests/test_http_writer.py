@@ -8,8 +8,7 @@ import time
 import pytest
 from corral.config import Config
 from corral.worker.dates import DateClock, format_http_date
-from corral.worker.state import ServerState
-from corral.worker.writer import (
+from corral.worker.http1.writer import (
     BodyMode,
     InvalidResponseHeader,
     ResponseFramer,
@@ -17,6 +16,7 @@ from corral.worker.writer import (
     status_line,
     status_text,
 )
+from corral.worker.state import ServerState
 
 DEFAULTS = ServerState(Config(app=None, date_header=False))
 

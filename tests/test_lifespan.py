@@ -9,7 +9,7 @@ import httpx
 import pytest
 from corral.config import Config
 from corral.errors import CorralError, StartupError
-from corral.worker.lifespan import Lifespan, LifespanPhase
+from corral.worker.asgi.lifespan import Lifespan, LifespanPhase
 from corral.worker.serving import Server
 
 from tests import apps

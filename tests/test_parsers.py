@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from corral.config import Config
-from corral.worker.parsers import ParseError, ParserLimits, RequestHead, make_parser
+from corral.worker.http1.parsers import ParseError, ParserLimits, RequestHead, make_parser
 
 from tests.wire_corpus import CASES, FOLLOW_UP, WireCase, chunked, req
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from corral.worker.chunked import ChunkScanner
-from corral.worker.prescan import (
+from corral.worker.http1.chunked import ChunkScanner
+from corral.worker.http1.prescan import (
     ParseError,
     ParserLimits,
     check_partial_head,

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from corral.worker.proxy_headers import apply_to_scope, parse_trusted, resolve
+from corral.worker.edge.proxy_headers import apply_to_scope, parse_trusted, resolve
 from hypothesis import given
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect as ws_connect

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import uvloop
 from corral.config import Config
-from corral.worker.edge import Edge, Proxied
-from corral.worker.proxy_protocol import (
+from corral.worker.edge.accept import Edge, Proxied
+from corral.worker.edge.proxy_protocol import (
     V1_MAX_LENGTH,
     V2_MAX_PAYLOAD,
     V2_SIGNATURE,

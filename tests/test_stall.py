@@ -10,7 +10,7 @@ import socket
 from typing import Any
 
 import pytest
-from corral.worker.stall import Progress, StallGuard, progress
+from corral.worker.transport.stall import Progress, StallGuard, progress
 
 from tests.apps import Recorder
 from tests.conftest import DEADLINE, RawClient, get, wait_for

@@ -19,7 +19,7 @@ import trustme
 import uvloop
 from corral.errors import ConfigError
 from corral.tls import TLS_VERSIONS, create_ssl_context, rfc4514_name, tls_extension
-from corral.worker.edge import Edge, Proxied
+from corral.worker.edge.accept import Edge, Proxied
 from corral.worker.serving import Acceptor
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from corral.worker import websocket
 from corral.worker.state import ShutdownReason
+from corral.worker.websocket import connection as websocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 

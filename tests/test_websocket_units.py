@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 from corral.config import Config
-from corral.worker import websocket, ws_handshake
 from corral.worker.state import ServerState, ShutdownReason
-from corral.worker.ws_messages import MessageAssembler
+from corral.worker.websocket import connection as websocket
+from corral.worker.websocket import handshake as ws_handshake
+from corral.worker.websocket.messages import MessageAssembler
 from hypothesis import given
 from hypothesis import strategies as st
 from websockets.frames import BINARY, CONT, PING, TEXT, Frame
@@ -480,7 +481,7 @@ class FakeTimers:
 
 
 def make_keepalive(interval: float, timeout: float) -> tuple[Any, FakeTimers, list[Any]]:
-    from corral.worker.ws_keepalive import Keepalive
+    from corral.worker.websocket.keepalive import Keepalive
 
     timers, log = FakeTimers(), []
     keepalive = Keepalive(

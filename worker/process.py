@@ -19,7 +19,7 @@ from corral.worker.serving import Server
 if TYPE_CHECKING:
     from corral.config import Config
     from corral.listeners import Listener
-    from corral.worker.asgi import ASGIApp
+    from corral.worker.asgi.types import ASGIApp
 
 logger = logging.getLogger("corral.error")
 

@@ -16,17 +16,17 @@ import socket
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from corral.worker.asgi.lifespan import Lifespan
 from corral.worker.balance import RETRY_DELAY, Balancer, balancer_for
-from corral.worker.edge import Edge, connect_edge
-from corral.worker.http1 import HTTP1Protocol
-from corral.worker.lifespan import Lifespan
-from corral.worker.parsers import ParserLimits
+from corral.worker.edge.accept import Edge, connect_edge
+from corral.worker.http1.parsers import ParserLimits
+from corral.worker.http1.protocol import HTTP1Protocol
 from corral.worker.state import ServerState, ShutdownReason
 
 if TYPE_CHECKING:
     from corral.config import Config
     from corral.listeners import Listener
-    from corral.worker.asgi import ASGIApp
+    from corral.worker.asgi.types import ASGIApp
     from corral.worker.balance import LoadTable
 
 logger = logging.getLogger("corral.error")

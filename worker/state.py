@@ -18,8 +18,8 @@ from corral.worker.dates import DateClock
 
 if TYPE_CHECKING:
     from corral.config import Config
-    from corral.worker.asgi import ASGIApp
-    from corral.worker.proxy_headers import TrustedProxies
+    from corral.worker.asgi.types import ASGIApp
+    from corral.worker.edge.proxy_headers import TrustedProxies
 
 
 class ShutdownReason(Enum):
@@ -41,10 +41,6 @@ class ConnectionProtocol(Protocol):
 
     def shutdown_now(self, reason: ShutdownReason) -> None:
         """The drain deadline passed: end the connection now."""
-
-
-def _encode_header(name: str, value: str) -> bytes:
-    return name.lower().encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n"
 
 
 class ServerState:
@@ -83,7 +79,7 @@ class ServerState:
         self.default_names = frozenset(
             [n for n, _ in self._static_headers] + ([b"date"] if config.date_header else [])
         )
-        #: Checked app header sets, for HTTP/1.1 and HTTP/1.0 (see corral.worker.writer).
+        #: Checked app header sets, for HTTP/1.1 and HTTP/1.0 (see corral.worker.http1.writer).
         self.header_cache: tuple[dict[Any, Any], dict[Any, Any]] = ({}, {})
         self.clock = DateClock(self._on_date_change)
         #: Pre-encoded default header lines (Server, Date, --header), refreshed every second.

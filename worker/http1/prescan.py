@@ -6,7 +6,7 @@ here, once, with precompiled regexes (one C-level pass per check, no per-byte Py
 and interprets the header fields here too. The parser libraries then parse input that is
 already known to be well formed, so both adapters give the same answer to every input.
 
-Chunked framing is checked by :class:`corral.worker.chunked.ChunkScanner`.
+Chunked framing is checked by :class:`corral.worker.http1.chunked.ChunkScanner`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import stat
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from corral.worker.cycle import RequestCycle
+    from corral.worker.asgi.cycle import RequestCycle
 
 #: Bytes read per piece: a few times the transport's 64 KiB high-water mark, so a file
 #: goes out in few writes while memory per connection stays bounded by flow control.
@@ -73,7 +73,7 @@ async def send_path(cycle: RequestCycle, message: Any) -> None:
     the Content-Length. A HEAD request gets the head only. A file that shrinks while it is
     sent ends the response short, which closes the connection like any short body.
     """
-    from corral.worker.cycle import ResponseState  # cycle imports this module
+    from corral.worker.asgi.cycle import ResponseState  # cycle imports this module
 
     path = message.get("path")
     if not isinstance(path, str) or not os.path.isabs(path):

@@ -1,7 +1,7 @@
 """The two request parsers (httptools and h11) behind one sans-I/O interface.
 
 Both adapters share :class:`_Framer`, which owns the byte buffer, finds each request head,
-runs the strict pre-scan (:mod:`corral.worker.prescan`) on it, and decides where each body
+runs the strict pre-scan (:mod:`corral.worker.http1.prescan`) on it, and decides where each body
 ends; the parser library then parses exactly those bytes. So the libraries only ever see
 input that is already known to be well formed, pipelined requests are split by corral
 itself, and both adapters give the same answer to every input.
@@ -17,8 +17,8 @@ from __future__ import annotations
 import enum
 from typing import Any, Protocol
 
-from corral.worker.chunked import ChunkScanner
-from corral.worker.prescan import (
+from corral.worker.http1.chunked import ChunkScanner
+from corral.worker.http1.prescan import (
     ParseError,
     ParserLimits,
     RequestHead,

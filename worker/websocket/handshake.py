@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from corral.config import Config
-from corral.worker.asgi import Message
-from corral.worker.pathsend import EXTENSION as PATHSEND
+from corral.worker.asgi.pathsend import EXTENSION as PATHSEND
+from corral.worker.asgi.types import Message
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHandshake, InvalidHeader, InvalidHeaderValue
 from websockets.extensions.base import ServerExtensionFactory

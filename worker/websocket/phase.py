@@ -1,7 +1,7 @@
 """The phases of a WebSocket connection, the moves allowed between them, and its errors.
 
-Kept apart from :mod:`corral.worker.websocket` (as :mod:`corral.worker.connstate` is for
-HTTP) so the transition table reads on its own.
+Kept apart from :mod:`corral.worker.websocket.connection` (as
+:mod:`corral.worker.http1.connstate` is for HTTP) so the transition table reads on its own.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from corral.tls import create_ssl_context
-from corral.worker.proxy_headers import TrustedProxies, parse_trusted
-from corral.worker.proxy_protocol import Invalid, Parsed, parse
+from corral.worker.edge.proxy_headers import TrustedProxies, parse_trusted
+from corral.worker.edge.proxy_protocol import Invalid, Parsed, parse
 
 if TYPE_CHECKING:
     from corral.config import Config

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from corral.worker.asgi import ASGIReceive, ASGISend, Scope
+    from corral.worker.asgi.types import ASGIReceive, ASGISend, Scope
     from corral.worker.state import ServerState
 
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")

@@ -1,6 +1,6 @@
 """The states of an HTTP/1.1 connection's reading side, and which changes are allowed.
 
-Kept apart from :mod:`corral.worker.http1` so the transition table reads on its own. The
+Kept apart from :mod:`corral.worker.http1.protocol` so the transition table reads on its own. The
 protocol checks hot transitions inline (identity tests, no hashing); rarer ones go through
 :func:`check_transition`.
 """

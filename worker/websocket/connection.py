@@ -14,15 +14,15 @@ import asyncio
 import logging
 from typing import Any
 
-from corral.worker import ws_handshake
-from corral.worker.asgi import Message
-from corral.worker.stall import StallGuard, reset
+from corral.worker.asgi.types import Message
 from corral.worker.state import ServerState, ShutdownReason
-from corral.worker.ws_flow import Flow, Inbox
-from corral.worker.ws_keepalive import Keepalive
-from corral.worker.ws_messages import FIN_BINARY, FIN_TEXT, MessageAssembler, server_frame
-from corral.worker.ws_opening import HANDSHAKE_BUFFER_LIMIT, WebSocketOpening
-from corral.worker.ws_phase import ClientDisconnected, InvalidTransition, Phase
+from corral.worker.transport.stall import StallGuard, reset
+from corral.worker.transport.ws_flow import Flow, Inbox
+from corral.worker.websocket import handshake as ws_handshake
+from corral.worker.websocket.keepalive import Keepalive
+from corral.worker.websocket.messages import FIN_BINARY, FIN_TEXT, MessageAssembler, server_frame
+from corral.worker.websocket.opening import HANDSHAKE_BUFFER_LIMIT, WebSocketOpening
+from corral.worker.websocket.phase import ClientDisconnected, InvalidTransition, Phase
 from websockets.exceptions import ProtocolError
 from websockets.frames import BINARY, CLOSE, CONT, PONG, TEXT, CloseCode
 from websockets.http11 import Response
@@ -67,7 +67,7 @@ def upgrade(
 class WebSocketConnection(WebSocketOpening):
     """One upgraded connection: transport callbacks, ASGI receive/send, timers.
 
-    Its base class :class:`~corral.worker.ws_opening.WebSocketOpening` answers the handshake.
+    Its base class :class:`~corral.worker.websocket.opening.WebSocketOpening` answers the handshake.
     """
 
     def __init__(

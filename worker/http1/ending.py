@@ -1,7 +1,7 @@
 """The cold half of the HTTP/1.1 connection protocol: how its requests fail and how it ends.
 
-:class:`~corral.worker.http1.HTTP1Protocol` keeps the per-request hot path (bytes in, parser
-callbacks, scope, pipeline). What runs rarely lives in its base class here: the timeouts, the
+:class:`~corral.worker.http1.protocol.HTTP1Protocol` keeps the per-request hot path (bytes in,
+parser callbacks, scope, pipeline). What runs rarely lives in its base class here: the timeouts, the
 error answers for requests that can't be read, closing (with linger), the drain and shutdown
 of :class:`~corral.worker.state.ConnectionProtocol`, and the hand-off to the WebSocket
 protocol. The base declares the attributes it reads; the subclass owns them in its slots.
@@ -13,15 +13,15 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from corral.worker.connstate import ConnState, check_transition
-from corral.worker.flow import PAUSE_BODY, PAUSE_PIPELINE, FlowControl
-from corral.worker.stall import StallGuard
-from corral.worker.writer import simple_response
+from corral.worker.http1.connstate import ConnState, check_transition
+from corral.worker.http1.writer import simple_response
+from corral.worker.transport.flow import PAUSE_BODY, PAUSE_PIPELINE, FlowControl
+from corral.worker.transport.stall import StallGuard
 
 if TYPE_CHECKING:
-    from corral.worker.asgi import ASGIApp
-    from corral.worker.cycle import RequestCycle
-    from corral.worker.parsers import ParseError, RequestHead, RequestParser
+    from corral.worker.asgi.cycle import RequestCycle
+    from corral.worker.asgi.types import ASGIApp
+    from corral.worker.http1.parsers import ParseError, RequestHead, RequestParser
     from corral.worker.state import ServerState, ShutdownReason
 
 logger = logging.getLogger("corral.error")
@@ -274,7 +274,7 @@ class ConnectionEnding(asyncio.Protocol):
             self._stall.stop()  # the WebSocket protocol takes over the transport
         self.flow.resume_reading(PAUSE_PIPELINE | PAUSE_BODY)
         self.state.connections.discard(self)
-        from corral.worker.websocket import upgrade
+        from corral.worker.websocket.connection import upgrade
 
         unconsumed = self.parser.unconsumed()
         del self.parser  # the reference cycle (see HTTP1Protocol.connection_lost)

@@ -4,8 +4,8 @@ It owns the connection's state (:class:`ConnState`), its one timer (fresh-connec
 request-head timeout, body stall timeout, keep-alive idle timeout), the pipeline of parsed
 requests answered strictly in order, and the hand-off of WebSocket upgrades. This module is
 the per-request hot path; the timeouts, failed reads, closing, drain, shutdown and hand-off
-live in its base class, :class:`~corral.worker.http1_ending.ConnectionEnding`. Everything
-that happens inside one request lives in :class:`~corral.worker.cycle.RequestCycle`.
+live in its base class, :class:`~corral.worker.http1.ending.ConnectionEnding`. Everything
+that happens inside one request lives in :class:`~corral.worker.asgi.cycle.RequestCycle`.
 """
 
 from __future__ import annotations
@@ -15,22 +15,22 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from corral.tls import tls_extension
-from corral.worker.asgi import HTTP_SPEC_VERSION
-from corral.worker.builtin_apps import HealthCheck, overloaded_app
-from corral.worker.connstate import ConnState, InvalidTransition
-from corral.worker.cycle import RequestCycle
-from corral.worker.flow import PAUSE_BODY, PAUSE_PIPELINE, FlowControl
-from corral.worker.http1_ending import DRAIN_GRACE, LINGER, ConnectionEnding
-from corral.worker.parsers import ParseError, ParserLimits, RequestHead, make_parser
-from corral.worker.pathsend import EXTENSION as PATHSEND
-from corral.worker.proxy_headers import apply_to_scope
+from corral.worker.asgi.builtin_apps import HealthCheck, overloaded_app
+from corral.worker.asgi.cycle import RequestCycle
+from corral.worker.asgi.pathsend import EXTENSION as PATHSEND
+from corral.worker.asgi.types import HTTP_SPEC_VERSION
+from corral.worker.edge.proxy_headers import apply_to_scope
+from corral.worker.http1.connstate import ConnState, InvalidTransition
+from corral.worker.http1.ending import DRAIN_GRACE, LINGER, ConnectionEnding
+from corral.worker.http1.parsers import ParseError, ParserLimits, RequestHead, make_parser
+from corral.worker.transport.flow import PAUSE_BODY, PAUSE_PIPELINE, FlowControl
 
 if TYPE_CHECKING:
-    from corral.worker.asgi import ASGIApp
-    from corral.worker.edge import Proxied
-    from corral.worker.parsers import RequestParser
-    from corral.worker.stall import StallGuard
+    from corral.worker.asgi.types import ASGIApp
+    from corral.worker.edge.accept import Proxied
+    from corral.worker.http1.parsers import RequestParser
     from corral.worker.state import ServerState
+    from corral.worker.transport.stall import StallGuard
 
 __all__ = ["DRAIN_GRACE", "LINGER", "ConnState", "HTTP1Protocol"]
 

@@ -1,6 +1,6 @@
 """A WebSocket connection before the app has accepted it: the opening handshake's answers.
 
-:class:`~corral.worker.websocket.WebSocketConnection` runs the open connection (frames,
+:class:`~corral.worker.websocket.connection.WebSocketConnection` runs the open connection (frames,
 close, keepalive); its base class here covers what comes first: holding bytes a client sends
 before the accept, answering an invalid handshake without the app, and carrying out the
 app's answer to a valid one (101 on ``websocket.accept``, 403 on ``websocket.close``, or its
@@ -13,16 +13,16 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from corral.worker import ws_handshake
-from corral.worker.ws_flow import PAUSE_HANDSHAKE, Flow, Inbox
-from corral.worker.ws_phase import ClientDisconnected, InvalidTransition, Phase, check_move
+from corral.worker.transport.ws_flow import PAUSE_HANDSHAKE, Flow, Inbox
+from corral.worker.websocket import handshake as ws_handshake
+from corral.worker.websocket.phase import ClientDisconnected, InvalidTransition, Phase, check_move
 from websockets.frames import CloseCode
 
 if TYPE_CHECKING:
-    from corral.worker.asgi import Message
-    from corral.worker.stall import StallGuard
+    from corral.worker.asgi.types import Message
     from corral.worker.state import ServerState
-    from corral.worker.ws_keepalive import Keepalive
+    from corral.worker.transport.stall import StallGuard
+    from corral.worker.websocket.keepalive import Keepalive
     from websockets.http11 import Response
 
 logger = logging.getLogger("corral.error")

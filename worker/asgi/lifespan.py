@@ -13,10 +13,10 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from corral.errors import StartupError
-from corral.worker.asgi import LIFESPAN_SPEC_VERSION
+from corral.worker.asgi.types import LIFESPAN_SPEC_VERSION
 
 if TYPE_CHECKING:
-    from corral.worker.asgi import ASGIApp, Message
+    from corral.worker.asgi.types import ASGIApp, Message
 
 logger = logging.getLogger("corral.error")
 

@@ -1,11 +1,11 @@
 """One HTTP request/response cycle: the ``receive()`` and ``send()`` an app gets.
 
-The connection protocol (:mod:`corral.worker.http1`) creates a :class:`RequestCycle` per
+The connection protocol (:mod:`corral.worker.http1.protocol`) creates a :class:`RequestCycle` per
 request head, feeds it body bytes, and runs :meth:`RequestCycle.run_asgi` as a task. The
 cycle enforces ASGI message order, frames the response through
-:class:`~corral.worker.writer.ResponseFramer`, and turns app failures into a 500 (before the
+:class:`~corral.worker.http1.writer.ResponseFramer`, and turns app failures into a 500 (before the
 response started) or a closed connection (after). Its log lines are built in
-:mod:`corral.worker.cycle_log`.
+:mod:`corral.worker.asgi.cycle_log`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,23 @@ import logging
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from corral.worker import cycle_log, pathsend
-from corral.worker.cycle_log import log_access  # per response: one name lookup, not two
-from corral.worker.flow import PAUSE_BODY, READ_HIGH_WATER, ClientDisconnected, FlowControl
-from corral.worker.writer import BodyMode, InvalidResponseHeader, ResponseFramer, simple_response
+from corral.worker.asgi import cycle_log, pathsend
+from corral.worker.asgi.cycle_log import log_access  # per response: one name lookup, not two
+from corral.worker.http1.writer import (
+    BodyMode,
+    InvalidResponseHeader,
+    ResponseFramer,
+    simple_response,
+)
+from corral.worker.transport.flow import (
+    PAUSE_BODY,
+    READ_HIGH_WATER,
+    ClientDisconnected,
+    FlowControl,
+)
 
 if TYPE_CHECKING:
-    from corral.worker.asgi import ASGIApp, Message
+    from corral.worker.asgi.types import ASGIApp, Message
     from corral.worker.state import ServerState
 
 logger = logging.getLogger("corral.error")

@@ -1,6 +1,6 @@
 """What a request cycle writes to the logs: access lines and warnings about app mistakes.
 
-Kept apart from :mod:`corral.worker.cycle` so the ``receive()``/``send()`` code reads on its
+Kept apart from :mod:`corral.worker.asgi.cycle` so the ``receive()``/``send()`` code reads on its
 own. Everything here builds its text only when a line is actually written.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from corral.worker.writer import status_text
+from corral.worker.http1.writer import status_text
 
 if TYPE_CHECKING:
-    from corral.worker.cycle import CycleOwner
+    from corral.worker.asgi.cycle import CycleOwner
 
 logger = logging.getLogger("corral.error")
 access_logger = logging.getLogger("corral.access")

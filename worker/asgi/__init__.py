@@ -1,0 +1,1 @@
+"""The ASGI bridge: the request cycle every protocol drives, lifespan, pathsend, built-in apps."""

@@ -1,0 +1,1 @@
+"""The connection edge: PROXY protocol, TLS handshake, and trusted proxy headers."""

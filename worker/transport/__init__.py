@@ -1,0 +1,1 @@
+"""Flow control both ways and the stall guard, under HTTP and WebSocket connections."""
