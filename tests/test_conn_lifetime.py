@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import trustme
-from corral.worker.flow import FlowControl
-from corral.worker.http1 import HTTP1Protocol
-from corral.worker.websocket import WebSocketConnection
+from corral.worker.http1.protocol import HTTP1Protocol
+from corral.worker.transport.flow import FlowControl
+from corral.worker.websocket.connection import WebSocketConnection
 from websockets.sync.client import connect as ws_connect
 
 from tests.conftest import RawClient, Running, get, wait_for
