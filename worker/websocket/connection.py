@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from corral.worker.asgi.types import Message
+from corral.worker.clientlog import Kind, client_log
 from corral.worker.state import ServerState, ShutdownReason
 from corral.worker.transport.stall import StallGuard, reset
 from corral.worker.transport.ws_flow import Flow, Inbox
@@ -347,6 +348,7 @@ class WebSocketConnection(WebSocketOpening):
     def _ping_timed_out(self) -> None:
         if self.phase is Phase.OPEN:
             client = ws_handshake.client_text(self.scope)
-            logger.info("WebSocket keepalive ping timed out; closing %s", client)
+            message = "WebSocket keepalive ping timed out; closing %s"
+            client_log(Kind.WS_PING_TIMEOUT, logging.INFO, message, client)
             self.ws.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
             self._flush()
