@@ -153,15 +153,13 @@ def corral_factory(http: str) -> Callable[[], asyncio.Protocol]:
     from corral.config import Config
     from corral.worker.http1.parsers import ParserLimits
     from corral.worker.http1.protocol import HTTP1Protocol
-    from corral.worker.serving import parser_kind
     from corral.worker.state import ServerState
 
     config = Config(app=app, lifespan="off", access_log=False, http=http)
     state = ServerState(config, app)
     limits = ParserLimits.from_config(config)
-    kind = parser_kind(config)
     loop = asyncio.get_running_loop()
-    return lambda: HTTP1Protocol(state, kind, limits, loop)
+    return lambda: HTTP1Protocol(state, limits, loop)
 
 
 def uvicorn_factory(http: str) -> Callable[[], asyncio.Protocol]:
