@@ -200,7 +200,8 @@ def ensure_logging(config: Config | None = None) -> bool:
     return True
 
 
-def _all_handlers() -> Iterable[logging.Handler]:
+def all_handlers() -> Iterable[logging.Handler]:
+    """Every handler attached to any logger (the root and all named ones), each once."""
     seen: set[int] = set()
     loggers: list[logging.Logger] = [logging.getLogger()]
     loggers += [
@@ -222,7 +223,7 @@ def reopen_logs() -> int:
     file that can't be reopened is logged and skipped; the process keeps serving.
     """
     reopened = 0
-    for handler in _all_handlers():
+    for handler in all_handlers():
         if isinstance(handler, logging.FileHandler):
             handler.acquire()
             try:

@@ -13,9 +13,9 @@ import logging
 import signal
 from typing import TYPE_CHECKING
 
-from corral.supervisor.exits import ExitKind, judge_exit
+from corral.supervisor.exits import STABLE_AFTER_READY, ExitKind, judge_exit
 from corral.supervisor.generations import abandon_reload
-from corral.supervisor.model import MasterState, StopMode, Target
+from corral.supervisor.model import Backoff, MasterState, StopMode, Target
 from corral.supervisor.pool import describe_exit, send_signal
 
 if TYPE_CHECKING:
@@ -88,8 +88,9 @@ def reopen_logs(master: Master) -> None:
 
 def on_exit(master: Master, handle: WorkerHandle, status: int, now: float) -> None:
     """Log a reaped worker's exit and carry out what the verdict on it says."""
-    verdict = judge_exit(handle, master.target, master.backoff, master.ever_ready, now)
-    master.backoff = verdict.backoff
+    slot_backoff = master.backoffs.get(handle.slot, Backoff())
+    verdict = judge_exit(handle, master.target, slot_backoff, master.ever_ready, now)
+    master.backoffs[handle.slot] = verdict.backoff
     how = describe_exit(status)
     if verdict.kind is ExitKind.EXPECTED:
         logger.info("Worker %d (pid %d) %s", handle.slot, handle.pid, how)
@@ -107,7 +108,9 @@ def on_exit(master: Master, handle: WorkerHandle, status: int, now: float) -> No
         return
     if verdict.delay > 0:
         logger.warning(
-            "Workers crashed %d times in a row; next start in %.1fs",
+            "Worker %d died %d times in a row before serving for %gs; next start in %.1fs",
+            handle.slot,
             verdict.backoff.streak,
+            STABLE_AFTER_READY,
             verdict.delay,
         )

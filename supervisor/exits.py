@@ -7,7 +7,11 @@
   only repeat the failure.
 - A boot failure of the new generation during a reload abandons the reload: the old
   generation keeps serving.
-- Otherwise quick repeated crashes back off exponentially.
+- Otherwise the backoff is per slot: a worker that was READY for at least
+  :data:`STABLE_AFTER_READY` is replaced at once and clears its slot's streak; a slot whose
+  workers keep dying before READY or within that second of it backs off exponentially.
+  Healthy workers killed one after another (an OOM killer, an operator) are therefore
+  never mistaken for a crash loop, and one bad slot never delays the others.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from corral.supervisor.model import (
     is_booting,
 )
 
-#: A worker that dies sooner than this after starting counts as a quick crash; repeated
-#: quick crashes back off. Ten seconds separates crash loops from a rare crash under load.
-QUICK_CRASH = 10.0
+#: A worker that dies less than this after reporting READY (or before READY) counts as
+#: unstable, and repeated unstable deaths in one slot back off. A second covers code that
+#: fails on its first request or first timer tick, while a worker that served for longer
+#: proved its code and environment boot, so replacing it at once loses nothing.
+STABLE_AFTER_READY = 1.0
 #: Backoff after the second quick crash in a row, doubling each time up to the cap.
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
@@ -57,7 +63,7 @@ class ExitVerdict:
 
 
 def backoff_delay(streak: int) -> float:
-    """No delay for the first quick crash, then 0.5 s doubling up to 30 s."""
+    """No delay for a slot's first unstable death, then 0.5 s doubling up to 30 s."""
     if streak <= 1:
         return 0.0
     return min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** (streak - 2))
@@ -70,7 +76,10 @@ def judge_exit(
     ever_ready: bool,
     now: float,
 ) -> ExitVerdict:
-    """Classify a reaped worker's exit and what follows from it."""
+    """Classify a reaped worker's exit and what follows from it.
+
+    ``backoff`` is the backoff of the worker's slot; the verdict's is that slot's next one.
+    """
     if worker.state in (WorkerState.DRAINING, WorkerState.QUITTING, WorkerState.KILLED):
         return ExitVerdict(ExitKind.EXPECTED, backoff)
     if target.stop is not StopMode.NONE:
@@ -83,8 +92,10 @@ def judge_exit(
         return ExitVerdict(ExitKind.BOOT_FAILURE, backoff, halt=halt or ExitCode.APP_FAILED)
     if booting and target.reload_from is not None and worker.generation == target.generation:
         return ExitVerdict(ExitKind.BOOT_FAILURE, Backoff(), abandon_reload=True)
-    quick = now - worker.started_at < QUICK_CRASH
-    streak = backoff.streak + 1 if quick else 1
-    delay = backoff_delay(streak)
     kind = ExitKind.BOOT_FAILURE if booting else ExitKind.CRASH
+    stable = worker.ready_at is not None and now - worker.ready_at >= STABLE_AFTER_READY
+    if stable and not booting:
+        return ExitVerdict(kind, Backoff())  # replaced at once, the slot's streak cleared
+    streak = backoff.streak + 1
+    delay = backoff_delay(streak)
     return ExitVerdict(kind, Backoff(streak, now + delay), delay=delay)

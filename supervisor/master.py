@@ -52,6 +52,7 @@ from corral.supervisor.pool import (
 )
 from corral.supervisor.signals import SignalInbox
 from corral.supervisor.systemd import MasterNotifier, Notifier
+from corral.worker import bootlog
 from corral.worker.balance import LoadTable
 from corral.worker.channel import ChannelError
 
@@ -91,7 +92,8 @@ class Master:
         self.workers: dict[int, WorkerHandle] = {}
         self.target = Target(workers=config.workers or 1, generation=1)
         self.next_generation = 2
-        self.backoff = Backoff()
+        #: Crash backoff by slot (see :func:`corral.supervisor.exits.judge_exit`).
+        self.backoffs: dict[int, Backoff] = {}
         self.limits = limits_from(config)
         self.ever_ready = False
         self.exit_code = ExitCode.OK
@@ -106,6 +108,9 @@ class Master:
         #: Shared memory where workers publish their connection counts (made before any
         #: fork); each worker's seat in it is on its handle, freed when it is reaped.
         self.load_table = load_table
+        #: Read end of the initial start's one-traceback token (see corral.worker.bootlog);
+        #: closed once a worker is READY, so later workers log their failures as usual.
+        self.boot_token: int | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -147,9 +152,12 @@ class Master:
             if handle.channel is not None:
                 self.selector.register(handle.channel, selectors.EVENT_READ, handle)
         set_title(f"corral: master [{app_title(self.config.app)}]")
+        if not self.ever_ready:
+            self.boot_token = bootlog.make_token()
         try:
             self._loop()
         finally:
+            self._drop_boot_token()
             self.inbox.restore()
             self.selector.close()
             self.inbox.close()
@@ -206,19 +214,25 @@ class Master:
         for message in messages:
             if handle.note(message, now):
                 self.ever_ready = True
+                self._drop_boot_token()
+
+    def _drop_boot_token(self) -> None:
+        if self.boot_token is not None:
+            os.close(self.boot_token)
+            self.boot_token = None
 
     def _supervise(self, now: float) -> float | None:
         """Apply the policy until it has nothing more to do; returns the next wake-up."""
         self._sample_memory(now)
         self._watch_files(now)
-        decision = decide(list(self.workers.values()), self.target, self.limits, self.backoff, now)
+        decision = decide(list(self.workers.values()), self.target, self.limits, self.backoffs, now)
         for _ in range(4):
             if not decision.actions:
                 break
             for action in decision.actions:
                 self._apply(action, now)
             decision = decide(
-                list(self.workers.values()), self.target, self.limits, self.backoff, now
+                list(self.workers.values()), self.target, self.limits, self.backoffs, now
             )
         generations.check_progress(self)
         deadlines = [decision.next_deadline]
@@ -242,11 +256,25 @@ class Master:
     def _spawn(self, slot: int, generation: int, now: float) -> None:
         table = self.load_table
         seat = table.claim() if table is not None else None
+        token = self.boot_token
 
-        def enter(sock: socket.socket) -> int:
+        def enter(sock: socket.socket) -> int:  # in the child
             if table is not None:
-                table.sit(seat)  # in the child: this worker's seat
-            return self.entry(sock, slot, generation)
+                table.sit(seat)  # this worker's seat
+            if token is None:
+                return self.entry(sock, slot, generation)
+            bootlog.hold(token)  # one traceback, not N, if the initial start fails
+            code = 1
+            try:
+                code = self.entry(sock, slot, generation)
+            finally:
+                # No-ops once the worker was READY; before that, a failure writes its lines
+                # only if it is the first sibling to fail.
+                if code != 0:
+                    bootlog.failed()
+                else:
+                    bootlog.ready()
+            return code
 
         try:
             handle = fork_worker(

@@ -134,6 +134,11 @@ class WorkerView(Protocol):
         ...
 
     @property
+    def ready_at(self) -> float | None:
+        """When it reported READY (None while it never did)."""
+        ...
+
+    @property
     def retire_reason(self) -> str | None: ...
     @property
     def fatal_code(self) -> int | None:
@@ -183,7 +188,8 @@ class Target:
 
 @dataclass(frozen=True)
 class Backoff:
-    """Consecutive quick crashes and the earliest time the next spawn may happen."""
+    """One slot's crash backoff: how many of its workers in a row died before READY or
+    within a second of it, and the earliest time the slot's next spawn may happen."""
 
     streak: int = 0
     not_before: float = 0.0

@@ -13,8 +13,11 @@ The rules in one place:
 
 - Slots ``1..N`` of the current generation each want one *holder*: a BOOTING or READY
   worker of that generation and slot that is not marked for retirement. A missing holder
-  is spawned, unless a crash backoff is pending, and while a generation has no READY
-  worker yet only one of it boots at a time (a canary: bad code fails once, not N times).
+  is spawned, unless that slot's crash backoff is pending. At the initial start every
+  slot boots at once (capacity arrives after one import time, and a boot failure halts
+  the master after the first); during a reload, while the new generation has no READY
+  worker yet only one of it boots at a time (a canary: bad code fails once, not N times,
+  while the old generation serves).
 - Ready capacity never drops below N: a READY worker that is not a holder (an older
   generation, marked for retirement, or a slot above N after TTOU) is drained only while
   more than N workers are READY. So a reload or a retirement drains the old worker once
@@ -26,18 +29,19 @@ The rules in one place:
   it when the graceful part of its drain ends, kills it.
 - An unexpected exit is judged by :func:`judge_exit`: a boot failure before any worker
   was ever READY halts the master (exit 3); one during a reload abandons the reload;
-  quick repeated crashes back off exponentially.
+  a slot whose workers keep dying before READY or within a second of it backs off
+  exponentially, while a worker that served is replaced at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from corral.supervisor.exits import (
     BACKOFF_BASE,
     BACKOFF_CAP,
-    QUICK_CRASH,
+    STABLE_AFTER_READY,
     ExitKind,
     ExitVerdict,
     backoff_delay,
@@ -68,7 +72,7 @@ __all__ = [
     "DRAIN_MARGIN",
     "FAST_STOP_GRACE",
     "MEMORY_HARD_FACTOR",
-    "QUICK_CRASH",
+    "STABLE_AFTER_READY",
     "WORKER_TRANSITIONS",
     "Abort",
     "Action",
@@ -175,17 +179,17 @@ def decide(
     workers: Sequence[WorkerView],
     target: Target,
     limits: Limits,
-    backoff: Backoff,
+    backoffs: Mapping[int, Backoff],
     now: float,
 ) -> Decision:
-    """Every action due at ``now``, and when to ask again."""
+    """Every action due at ``now``, and when to ask again (``backoffs``: by slot)."""
     decision = Decision()
     _timeouts(workers, limits, now, decision)
     if target.stop is not StopMode.NONE:
         _stopping(workers, target, decision)
         return decision
     _memory(workers, limits, now, decision)
-    _spawns(workers, target, backoff, now, decision)
+    _spawns(workers, target, backoffs, now, decision)
     _surplus(workers, target, decision)
     return decision
 
@@ -268,7 +272,7 @@ def _memory(workers: Iterable[WorkerView], limits: Limits, now: float, decision:
 def _spawns(
     workers: Sequence[WorkerView],
     target: Target,
-    backoff: Backoff,
+    backoffs: Mapping[int, Backoff],
     now: float,
     decision: Decision,
 ) -> None:
@@ -281,17 +285,24 @@ def _spawns(
         if w.state is WorkerState.READY:
             ready += 1
         elif is_booting(w):
-            booting += 1  # a boot being aborted still counts until its exit is judged
+            # A boot, even one being aborted, holds its slot until its exit is judged
+            # (which may start that slot's backoff).
+            booting += 1
+            held.add(w.slot)
         if is_holder(w, target) and w.pid not in retiring_now:
             held.add(w.slot)
-    missing = [s for s in range(1, target.workers + 1) if s not in held]
-    if not missing:
-        return
-    if now < backoff.not_before:
-        decision.due(backoff.not_before)
-        return
-    # Canary: until this generation has a READY worker, boot one at a time.
-    budget = len(missing) if ready else max(0, 1 - booting)
+    missing = []
+    for slot in range(1, target.workers + 1):
+        if slot in held:
+            continue
+        not_before = backoffs[slot].not_before if slot in backoffs else 0.0
+        if now < not_before:
+            decision.due(not_before)
+        else:
+            missing.append(slot)
+    # Canary during a reload: until the new generation has a READY worker, one at a time.
+    canary = target.reload_from is not None and not ready
+    budget = max(0, 1 - booting) if canary else len(missing)
     for slot in missing[:budget]:
         decision.actions.append(Spawn(slot, target.generation))
 

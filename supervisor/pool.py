@@ -63,6 +63,7 @@ class WorkerHandle:
     state: WorkerState = WorkerState.BOOTING
     retire_reason: str | None = None
     booted: bool = False
+    ready_at: float | None = None
     memory_mib: float | None = None
     #: Its seat in the master's load table (freed when it is reaped).
     seat: int | None = None
@@ -90,7 +91,7 @@ class WorkerHandle:
         elif message.kind is Kind.READY and self.state is WorkerState.BOOTING:
             self.transition(WorkerState.READY)
             self.booted = True
-            self.last_beat = now
+            self.ready_at = self.last_beat = now
             logger.info(
                 "Worker %d (pid %d, generation %d) ready", self.slot, self.pid, self.generation
             )
@@ -317,6 +318,7 @@ def adopted_workers(now: float, environ: dict[str, str] | None = None) -> list[W
                 last_beat=now,
                 state=WorkerState.READY,
                 booted=True,
+                ready_at=0.0,  # served under the previous image: long proven
                 seat=seat or None,
             )
         )

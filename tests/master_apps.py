@@ -100,8 +100,8 @@ def _fake_worker(sock: socket.socket, slot: int, generation: int, mode: str) -> 
     while True:
         if mode == "hang" and slot == 1 and generation == 1 and beats >= 2:
             time.sleep(3600)  # a blocked loop: no more beats
-        if mode == "crash" and beats >= 1:
-            return 1  # crashes right after becoming READY: a crash loop
+        if mode == "crash":
+            return 1  # dies right after READY, before serving 1 s: a crash loop
         sock.sendall(channel.beat(beats))
         beats += 1
         readable, _, _ = select.select([sock], [], [], interval)
@@ -241,9 +241,11 @@ async def app(scope, receive, send):
 """
 
 
-def write_app(path: Any, version: str, broken: bool = False) -> None:
-    """Write the versioned app module; ``broken`` makes its import raise."""
-    extra = 'raise RuntimeError("this version is broken")' if broken else ""
+def write_app(path: Any, version: str, broken: bool = False, extra: str = "") -> None:
+    """Write the versioned app module; ``broken`` makes its import raise, ``extra`` is
+    more code run at import."""
+    if broken:
+        extra = 'raise RuntimeError("this version is broken")'
     text = VERSIONED_APP.format(version=version, extra=extra)
     try:
         previous = os.stat(path).st_mtime_ns

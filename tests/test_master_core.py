@@ -74,12 +74,13 @@ def test_hung_worker_is_aborted_and_replaced(run_fake: Any) -> None:
 
 
 def test_boot_failure_before_ready_exits_3_once(run_fake: Any) -> None:
-    """Workers that never become READY make the master exit 3, after one attempt."""
+    """Workers that never become READY make the master exit 3, after one attempt each."""
     m = run_fake("fail", 4)
     assert m.wait(15) == 3
     log = m.log()
-    assert log.count("Started worker") == 1
+    assert log.count("Started worker") == 4  # all at once at the initial start
     assert log.count("Application failed to start") == 1
+    assert "next start in" not in log
 
 
 def test_failed_reload_keeps_old_generation_and_retry_works(run_fake: Any, tmp_path: Path) -> None:
@@ -148,13 +149,34 @@ def test_boot_timeout_exits_3(run_fake: Any) -> None:
     assert m.wait(15) == 3
     log = m.log()
     assert "boot timeout (1s): sending SIGABRT" in log
-    assert log.count("Started worker") == 1
+    assert log.count("Started worker") == 2
+
+
+def test_healthy_workers_killed_together_are_replaced_at_once(run_fake: Any) -> None:
+    """kill -9 of every worker, each READY for over a second: all replaced, no backoff
+    (a shared streak used to call that a crash loop and delay the restarts)."""
+    m = run_fake("ok", 4)
+    for round_ in range(1, 3):
+        m.wait_log("ready", count=4 * round_)
+        victims = m.children()
+        wait_until(lambda v=victims: all(_age(p) > 1.3 for p in v), 10, "workers served 1 s")
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        m.wait_log("ready", count=4 * (round_ + 1), timeout=10)
+    assert "next start in" not in m.log()
+    assert m.log().count("killed by SIGKILL (crash)") == 8
+
+
+def _age(pid: int) -> float:
+    import time
+
+    return time.time() - psutil.Process(pid).create_time()
 
 
 def test_crash_loop_backs_off_exponentially(run_fake: Any) -> None:
-    """Workers that crash right after start are respawned with a growing, logged backoff."""
+    """A worker that dies right after READY is respawned with a growing, logged backoff."""
     m = run_fake("crash", 1)
     log = m.wait_log("next start in 1.0s", timeout=15)
-    assert "next start in 0.5s" in log
+    assert "Worker 1 died 2 times in a row before serving for 1s; next start in 0.5s" in log
     assert "exited with code 1 (crash)" in log
     assert m.proc.poll() is None  # a crash loop never stops the master

@@ -294,8 +294,9 @@ def test_import_error_exits_3_without_looping(serve: Any, tmp_path: Path) -> Non
     s = serve("versioned:app", "--workers", "3", app_dir=tmp_path)
     assert s.wait(20) == 3
     log = s.log()
-    assert log.count("Started worker") == 1
+    assert log.count("Started worker") == 3  # all at once, one traceback shown
     assert log.count("RuntimeError: this version is broken") == 1
+    assert log.count("Error while importing") == 1
 
 
 def test_reload_flag_picks_up_an_edit(serve: Any, tmp_path: Path) -> None:
@@ -436,7 +437,8 @@ def test_lifespan_startup_failure_exits_3_once(serve: Any, tmp_path: Path) -> No
     assert s.wait(20) == 3
     log = s.log()
     assert log.count("db unreachable") == 1
-    assert log.count("Started worker") == 1
+    assert log.count("Application startup failed") == 1
+    assert log.count("Started worker") == 2
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGHUP, 1012), (signal.SIGTERM, 1001)])
@@ -495,3 +497,18 @@ def test_preload_warns_about_threads_started_at_import(serve: Any, tmp_path: Pat
     s = serve("threaded:app", "--workers", "1", "--preload", "--lifespan", "off", app_dir=tmp_path)
     s.wait_ready(1)
     assert "The app started 1 thread(s) at import (poller)" in s.log()
+
+
+def test_initial_start_reaches_full_capacity_in_one_import_time(serve: Any, tmp_path: Path) -> None:
+    """An app taking 2 s to import, --workers 3: every worker is forked before the first
+    is READY, and all three serve well before two import times (boots are not serial)."""
+    import time
+
+    write_app(tmp_path / "versioned.py", "1", extra="import time; time.sleep(2.0)")
+    began = time.monotonic()
+    s = serve("versioned:app", "--workers", "3", app_dir=tmp_path)
+    s.wait_ready(3, timeout=30)
+    elapsed = time.monotonic() - began
+    log = s.log()
+    assert log.rindex("Started worker 3") < log.index(") ready"), log
+    assert elapsed < 2 * 2.0 + 1.0, f"full capacity after {elapsed:.1f}s"

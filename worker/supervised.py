@@ -28,7 +28,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from corral.errors import CorralError, ExitCode, StartupError
-from corral.worker import channel
+from corral.worker import bootlog, channel
 from corral.worker.channel import ChannelError, Decoder, Kind
 from corral.worker.state import ShutdownReason
 
@@ -128,6 +128,7 @@ class _Supervised:
 
     def on_started(self) -> None:
         self.started = True
+        bootlog.ready()  # error lines held while booting (see corral.worker.bootlog)
         self.link.send(channel.ready())
         self._beat()
 

@@ -276,4 +276,6 @@ class ConnectionEnding(asyncio.Protocol):
         self.state.connections.discard(self)
         from corral.worker.websocket.connection import upgrade
 
-        upgrade(self.state, self.transport, self._scope(head), self.parser.unconsumed())
+        unconsumed = self.parser.unconsumed()
+        del self.parser  # the reference cycle (see HTTP1Protocol.connection_lost)
+        upgrade(self.state, self.transport, self._scope(head), unconsumed)

@@ -10,6 +10,7 @@ the peer is gone so a sender never waits on a dead connection.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Iterable
 
 #: Pause reading once this much request body sits unread by the app. 64 KiB matches the
@@ -25,6 +26,16 @@ PAUSE_PIPELINE = 2  # a pipelined request waits for the previous response
 
 class ClientDisconnected(OSError):
     """The client has gone: raised by ``send()`` (ASGI spec: an OSError subclass)."""
+
+
+def _write_joined(transport: asyncio.BaseTransport, parts: list[bytes]) -> None:
+    transport.write(b"".join(parts))  # type: ignore[attr-defined]
+
+
+def _write_each(transport: asyncio.BaseTransport, parts: Iterable[bytes]) -> None:
+    write = transport.write  # type: ignore[attr-defined]
+    for part in parts:
+        write(part)
 
 
 class FlowControl:
@@ -49,27 +60,21 @@ class FlowControl:
         #: Write several buffers without joining them. uvloop's writelines is one vectored
         #: send that honours the write high-water mark; asyncio's (3.12+) buffers without
         #: ever pausing the protocol, so a slow reader would grow the buffer without bound,
-        #: and there each part is written on its own instead.
+        #: and there each part is written on its own instead. (Partials of the transport,
+        #: not methods of self: a bound method stored on self is a reference cycle, which
+        #: would keep every closed connection's transport until the cycle collector runs.)
         vectored = type(transport).__module__.startswith("uvloop")
         self.write_parts: Callable[[Iterable[bytes]], None] = (
             transport.writelines  # type: ignore[attr-defined]
             if vectored
-            else self._write_each
+            else functools.partial(_write_each, transport)
         )
         #: Write many small buffers as one: vectored on uvloop, joined on asyncio.
         self.write_batch: Callable[[list[bytes]], None] = (
             transport.writelines  # type: ignore[attr-defined]
             if vectored
-            else self._write_joined
+            else functools.partial(_write_joined, transport)
         )
-
-    def _write_joined(self, parts: list[bytes]) -> None:
-        self._transport.write(b"".join(parts))  # type: ignore[attr-defined]
-
-    def _write_each(self, parts: Iterable[bytes]) -> None:
-        write = self._transport.write  # type: ignore[attr-defined]
-        for part in parts:
-            write(part)
 
     # --- reading -----------------------------------------------------------------------
     def pause_reading(self, reason: int) -> None:

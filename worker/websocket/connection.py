@@ -219,7 +219,7 @@ class WebSocketConnection(WebSocketOpening):
         accepted = self.phase is Phase.OPEN or self.phase is Phase.CLOSING
         if self.phase is not Phase.CLOSED:
             self._move(Phase.CLOSED)
-        self.keepalive.stop()
+        self.keepalive.release()
         if self._close_handle is not None:
             self._close_handle.cancel()
             self._close_handle = None

@@ -13,6 +13,10 @@ import struct
 from collections.abc import Callable
 
 
+def _ignore(*_args: object) -> None:
+    """The callback of a released :class:`Keepalive` (it never fires)."""
+
+
 class Keepalive:
     """Loop timers for pings and their pongs; an interval of 0 disables both."""
 
@@ -57,6 +61,13 @@ class Keepalive:
             self._timer.cancel()
             self._timer = None
         self._expected = None
+
+    def release(self) -> None:
+        """Stop for good (the connection is lost) and drop the callbacks: they are the
+        connection's bound methods, a reference cycle that would keep the closed
+        connection and its transport until the cycle collector runs."""
+        self.stop()
+        self._send_ping = self._on_timeout = _ignore
 
     def pong(self, data: bytes) -> None:
         """A pong arrived: if it answers the ping in flight, schedule the next ping."""
