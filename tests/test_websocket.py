@@ -583,7 +583,7 @@ def test_send_waits_for_slow_reader_and_fails_once_gone(serve: Callable[..., Har
     assert client.request(handshake_bytes("/flood"))[0] == 101
     wait_for(lambda: app.seen("sent"))
     conn = server.connections()[0]
-    wait_for(lambda: server.call(lambda: conn.flow.write_paused))
+    wait_for(lambda: server.call(lambda: conn.write_paused))
     _, high = server.call(lambda: conn.transport.get_write_buffer_limits())
     for _ in range(20):
         buffered = server.call(lambda: conn.transport.get_write_buffer_size())

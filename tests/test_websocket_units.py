@@ -110,9 +110,25 @@ def test_deflate_negotiated_only_when_enabled() -> None:
 
 
 def test_max_size_is_corral_default() -> None:
-    """The protocol enforces corral's 16 MiB default, not websockets' 1 MiB."""
-    ws, _ = validate()
-    assert ws.max_message_size == 16 * 1024 * 1024
+    """The protocol enforces corral's 16 MiB default, not websockets' 1 MiB: a frame of
+    exactly 16 MiB is read, one byte more is refused with 1009 from its header alone."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await receive()
+
+    def header(size: int) -> bytes:
+        return b"\x82\xff" + size.to_bytes(8, "big") + b"\0\0\0\0"
+
+    async def scenario() -> None:
+        for size, closed in ((16 * 1024 * 1024, False), (16 * 1024 * 1024 + 1, True)):
+            conn, transport, _ = await open_connection(app, ws_ping_interval=0)
+            conn.data_received(header(size))
+            assert (b"\x88\x11\x03\xf1message too big" in transport.written) is closed
+            conn.connection_lost(None)
+
+    asyncio.run(scenario())
 
 
 # --- scope -----------------------------------------------------------------------------------

@@ -13,19 +13,15 @@ import asyncio
 import functools
 from collections.abc import Callable, Iterable
 
-#: Pause reading once this much request body sits unread by the app. 64 KiB matches the
-#: socket read size, so one read past the mark is the most that can pile up.
-READ_HIGH_WATER = 65536
-#: The low-water mark is zero: each ``receive()`` hands the app everything buffered, so
-#: reading resumes as soon as the app asks for more.
+# One definition of each, in the base the HTTP protocol moves onto next.
+from corral.worker.transport.base import (
+    PAUSE_BODY,
+    PAUSE_PIPELINE,
+    READ_HIGH_WATER,
+    ClientDisconnected,
+)
 
-#: Reasons to pause reading (bit flags).
-PAUSE_BODY = 1  # the app is behind on the request body
-PAUSE_PIPELINE = 2  # a pipelined request waits for the previous response
-
-
-class ClientDisconnected(OSError):
-    """The client has gone: raised by ``send()`` (ASGI spec: an OSError subclass)."""
+__all__ = ["PAUSE_BODY", "PAUSE_PIPELINE", "READ_HIGH_WATER", "ClientDisconnected", "FlowControl"]
 
 
 def _write_joined(transport: asyncio.BaseTransport, parts: list[bytes]) -> None:

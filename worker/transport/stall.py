@@ -74,11 +74,6 @@ class StallGuard:
             self._seen = self._transport.get_write_buffer_size()
             self._handle = self._loop.call_later(self._timeout, self._check)
 
-    def watch_if_pending(self) -> None:
-        """Watch a transport being closed while bytes still wait to be sent."""
-        if self._transport.get_write_buffer_size():
-            self.watch()
-
     def resumed(self) -> None:
         """The buffer fell under its low-water mark: stop watching, unless the transport is
         closing (a closing connection is watched until its buffer is empty)."""

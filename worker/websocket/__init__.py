@@ -1,1 +1,1 @@
-"""WebSocket connections: the handshake, the websockets sans-I/O protocol and its asyncio shell."""
+"""WebSocket connections: the handshake (websockets' sans-I/O), corral's frame layer, the shell."""

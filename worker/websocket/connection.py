@@ -1,11 +1,13 @@
-"""WebSocket connections: the asyncio side of websockets' sans-I/O ServerProtocol.
+"""WebSocket connections: the asyncio shell of one upgraded connection.
 
 ``upgrade()`` takes a connection over from the HTTP protocol once it has parsed an upgrade
-request. The handshake is validated before the app hears of it; the app's first message
-decides the answer (101, 403 or its own response). From then on frames flow between the
-protocol object and ``websocket.receive`` / ``websocket.send``, with corral's own ping and
-close timers (keepalive in ``ws_keepalive``) and flow control in both directions (``ws_flow``).
-The answers to the handshake are in ``ws_opening``, the phases and their moves in ``ws_phase``.
+request. websockets' sans-I/O ServerProtocol validates the handshake before the app hears
+of it (``handshake``); the app's first message decides the answer (101, 403 or its own
+response; ``opening``). From then on frames flow between corral's sans-I/O frame protocol
+(``protocol``) and ``websocket.receive`` / ``websocket.send``, with corral's own ping and
+close timers (``keepalive``) and the flow control both ways that every connection shares
+(:class:`~corral.worker.transport.base.TransportBase`). The phases and their moves are in
+``phase``.
 """
 
 from __future__ import annotations
@@ -16,15 +18,14 @@ from typing import Any
 
 from corral.worker.asgi.types import Message
 from corral.worker.state import ServerState, ShutdownReason
-from corral.worker.transport.stall import StallGuard, reset
-from corral.worker.transport.ws_flow import Flow, Inbox
+from corral.worker.transport.base import ClientDisconnected
 from corral.worker.websocket import handshake as ws_handshake
+from corral.worker.websocket.inbox import Inbox
 from corral.worker.websocket.keepalive import Keepalive
-from corral.worker.websocket.messages import FIN_BINARY, FIN_TEXT, MessageAssembler, server_frame
 from corral.worker.websocket.opening import HANDSHAKE_BUFFER_LIMIT, WebSocketOpening
-from corral.worker.websocket.phase import ClientDisconnected, InvalidTransition, Phase
-from websockets.exceptions import ProtocolError
-from websockets.frames import BINARY, CLOSE, CONT, PONG, TEXT, CloseCode
+from corral.worker.websocket.phase import InvalidTransition, Phase
+from corral.worker.websocket.protocol import Close, WebSocketProtocol
+from websockets.frames import CloseCode
 from websockets.http11 import Response
 from websockets.server import ServerProtocol
 
@@ -55,8 +56,10 @@ def upgrade(
     forget the transport (not close it) and leave ``state.connections``.
     """
     config = state.config
-    ws, template = ws_handshake.validate(scope, config, ws_handshake.extension_factories(config))
-    connection = WebSocketConnection(state, transport, scope, ws, template)
+    handshake, template = ws_handshake.validate(
+        scope, config, ws_handshake.extension_factories(config)
+    )
+    connection = WebSocketConnection(state, transport, scope, handshake, template)
     transport.set_protocol(connection)
     if template.status_code != 101:
         connection.reject(template)
@@ -67,7 +70,9 @@ def upgrade(
 class WebSocketConnection(WebSocketOpening):
     """One upgraded connection: transport callbacks, ASGI receive/send, timers.
 
-    Its base class :class:`~corral.worker.websocket.opening.WebSocketOpening` answers the handshake.
+    Its base class :class:`~corral.worker.websocket.opening.WebSocketOpening` answers the
+    handshake;
+    frames are parsed and built by the sans-I/O :class:`WebSocketProtocol`.
     """
 
     def __init__(
@@ -75,27 +80,21 @@ class WebSocketConnection(WebSocketOpening):
         state: ServerState,
         transport: asyncio.Transport,
         http_scope: dict[str, Any],
-        ws: ServerProtocol,
+        handshake: ServerProtocol,
         template: Response,
     ) -> None:
         config = state.config
         self.server_state = state
-        self.transport = transport
-        self.ws = ws
+        self.attach(transport, config.timeout_send)
+        # The extensions websockets negotiated in the handshake; frames are corral's.
+        self.ws = WebSocketProtocol(handshake.extensions, config.ws_max_size)
         self.phase = Phase.HANDSHAKE
         self.scope = http_scope  # replaced by the websocket scope in start()
-        self.task: asyncio.Task[None] | None = None
-        self.draining = False
         self._shut_down = False  # shutdown_now() was called
         self._failing = False  # the protocol failed; its close frame goes out next tick
         self._loop = loop = asyncio.get_running_loop()
         self._template = template
-        self._assembler = MessageAssembler()
-        self.flow = Flow(loop, transport)
-        self._stall = StallGuard(
-            loop, transport, config.timeout_send, ws_handshake.client_text(http_scope)
-        )
-        self.inbox = Inbox(loop, self.flow, config.ws_max_queue)
+        self.inbox = Inbox(loop, self, config.ws_max_queue)
         self.keepalive = Keepalive(
             loop,
             config.ws_ping_interval or 0.0,
@@ -106,9 +105,6 @@ class WebSocketConnection(WebSocketOpening):
         self._pending: bytearray | None = bytearray()  # bytes received before accept
         self._denial: tuple[Any, Any, list[bytes]] | None = None
         self._close_handle: asyncio.TimerHandle | None = None
-        #: No extension negotiated: data frames are framed here, without the protocol's
-        #: general serializer (it would only add checks that cannot fail for them).
-        self._plain = not ws.extensions
 
     # --- life cycle ----------------------------------------------------------------------
     def start(self, trailing: bytes) -> None:
@@ -116,12 +112,12 @@ class WebSocketConnection(WebSocketOpening):
         self.scope = ws_handshake.websocket_scope(self.scope)
         if trailing:
             self._hold(trailing)
-        if not self.transport.is_reading() and not self.flow.reading_paused:
+        if not self.transport.is_reading() and not self.read_paused:
             self.transport.resume_reading()
         state = self.server_state
         state.connections.add(self)
         self.inbox.put({"type": "websocket.connect"})
-        self.task = state.start_task(self._loop, self._run_app())
+        state.start_task(self._loop, self._run_app())
 
     async def _run_app(self) -> None:
         app = self.server_state.app
@@ -133,9 +129,9 @@ class WebSocketConnection(WebSocketOpening):
             self._app_finished("")
         except asyncio.CancelledError:
             if self.phase is Phase.CLOSING:
-                self._close_transport()  # let the close frame already written go out
+                self.close_transport()  # let the close frame already written go out
             else:
-                self._abort()
+                self.abort()
             raise
         except Exception:
             logger.error("Exception in ASGI application\n", exc_info=True)
@@ -153,18 +149,17 @@ class WebSocketConnection(WebSocketOpening):
         elif phase is Phase.RESPONDING:
             if how == "returned":
                 logger.error("ASGI callable returned without completing its denial response.")
-            self._abort()
+            self.abort()
         elif phase is Phase.OPEN:
             self._start_close(CloseCode.INTERNAL_ERROR if how == "failed" else 1000, "")
         elif phase is Phase.CLOSING and self._shut_down:
             # The server stops right after its apps: send the close frame and end TCP now
             # rather than wait for an echo that would arrive after the loop has gone.
-            self._close_transport()
+            self.close_transport()
 
     # --- ConnectionProtocol ----------------------------------------------------------------
     def start_drain(self) -> None:
         """Nothing to do until the drain deadline: a WebSocket has no request boundary."""
-        self.draining = True
 
     def shutdown_now(self, reason: ShutdownReason) -> None:
         """The drain deadline arrived: close with 1001 (stop) or 1012 (restart)."""
@@ -178,7 +173,7 @@ class WebSocketConnection(WebSocketOpening):
         elif phase is Phase.HANDSHAKE:
             self._refuse(503)
         elif phase is Phase.RESPONDING:
-            self._abort()
+            self.abort()
 
     # --- asyncio.Protocol ------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -188,12 +183,11 @@ class WebSocketConnection(WebSocketOpening):
                 self._hold(data)
             return
         ws = self.ws
-        ws.receive_data(data)
-        events = ws.events_received()
+        events = ws.receive_data(data)
         if events:
             self._handle(events)
         if ws.writes:
-            if len(self.inbox) and ws.eof_sent and ws.close_rcvd is None and self._plain:
+            if len(self.inbox) and ws.eof_sent and ws.close_rcvd is None and not ws.extensions:
                 # The peer broke the protocol right behind messages the app has not taken
                 # yet: let the app take (and answer) them first; the failure goes out next.
                 if not self._failing:
@@ -204,7 +198,7 @@ class WebSocketConnection(WebSocketOpening):
 
     def _flush_failure(self) -> None:
         self._failing = False
-        if not self.flow.lost:
+        if not self.gone:
             self._flush()
 
     def eof_received(self) -> bool | None:
@@ -214,8 +208,7 @@ class WebSocketConnection(WebSocketOpening):
         return None  # let the transport close
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.flow.connection_lost()
-        self._stall.stop()
+        self.transport_lost()
         accepted = self.phase is Phase.OPEN or self.phase is Phase.CLOSING
         if self.phase is not Phase.CLOSED:
             self._move(Phase.CLOSED)
@@ -235,25 +228,18 @@ class WebSocketConnection(WebSocketOpening):
         kind = message["type"]
         if self.phase is Phase.OPEN:
             if kind == "websocket.send":
-                if self.flow.write_paused:
-                    await self.flow.writable()
+                if self.write_paused:
+                    await self.drain()
                     if self.phase is not Phase.OPEN:
                         raise ClientDisconnected("WebSocket closed while waiting to send")
                 text = message.get("text")
                 if text is not None:
-                    payload, first_byte = text.encode(), FIN_TEXT
+                    self.transport.write(self.ws.message_frame(True, text.encode()))
                 else:
-                    payload, first_byte = message.get("bytes"), FIN_BINARY
+                    payload = message.get("bytes")
                     if payload is None:
                         raise RuntimeError("websocket.send needs 'text' or 'bytes'")
-                if self._plain:
-                    self.transport.write(server_frame(first_byte, payload))
-                elif first_byte == FIN_TEXT:
-                    self.ws.send_text(payload)
-                    self._flush()
-                else:
-                    self.ws.send_binary(payload)
-                    self._flush()
+                    self.transport.write(self.ws.message_frame(False, payload))
             elif kind == "websocket.close":
                 self._start_close(message.get("code") or 1000, message.get("reason") or "")
             else:
@@ -273,25 +259,18 @@ class WebSocketConnection(WebSocketOpening):
 
     # --- frames ----------------------------------------------------------------------------
     def _handle(self, events: list[Any]) -> None:
-        assembler = self._assembler
-        for frame in events:
-            opcode = frame.opcode
-            if opcode is TEXT or opcode is BINARY or opcode is CONT:
-                try:
-                    message = assembler.feed(frame)
-                except UnicodeDecodeError as exc:
-                    self.ws.fail(CloseCode.INVALID_DATA, f"invalid UTF-8 at {exc.start}")
-                    return
-                if message is not None:
-                    self.inbox.put(message)
-            elif opcode is CLOSE:
-                received = self.ws.close_rcvd
+        """Messages to the inbox, the peer's close to the app, pongs to the keepalive."""
+        inbox = self.inbox
+        for event in events:
+            kind = type(event)
+            if kind is dict:
+                inbox.put(event)
+            elif kind is Close:
                 if self.phase is Phase.OPEN:
                     self._move(Phase.CLOSING)
-                if received is not None:
-                    self.inbox.finish(received.code, received.reason)
-            elif opcode is PONG:
-                self.keepalive.pong(frame.data)
+                inbox.finish(event.code, event.reason)
+            else:
+                self.keepalive.pong(event.data)
 
     def _flush(self) -> None:
         for data in self.ws.data_to_send():
@@ -314,7 +293,7 @@ class WebSocketConnection(WebSocketOpening):
         if self.transport.can_write_eof() and not self.transport.is_closing():
             self.transport.write_eof()
         else:
-            self._close_transport()
+            self.close_transport()
         self._arm_close_timer()
 
     def _start_close(self, code: int, reason: str) -> None:
@@ -322,7 +301,7 @@ class WebSocketConnection(WebSocketOpening):
             return  # the protocol's own close is about to go out
         try:
             self.ws.send_close(code, reason)
-        except ProtocolError as exc:
+        except ValueError as exc:
             raise RuntimeError(f"invalid websocket.close ({code}, {reason!r}): {exc}") from None
         self._move(Phase.CLOSING)
         self.keepalive.stop()
@@ -330,13 +309,9 @@ class WebSocketConnection(WebSocketOpening):
         self._arm_close_timer()
 
     def _arm_close_timer(self) -> None:
-        if self._close_handle is None and not self.flow.lost:
-            self._close_handle = self._loop.call_later(CLOSE_TIMEOUT, self._abort)
-
-    def _abort(self) -> None:
-        """Drop the connection (close handshake timed out, app gone mid-way): a reset."""
-        if not self.flow.lost:
-            reset(self.transport)
+        """Bound the close handshake: a peer that neither answers nor closes TCP is reset."""
+        if self._close_handle is None and not self.gone:
+            self._close_handle = self._loop.call_later(CLOSE_TIMEOUT, self.abort)
 
     # --- keepalive -------------------------------------------------------------------------
     def _send_ping(self, payload: bytes) -> None:
@@ -346,7 +321,6 @@ class WebSocketConnection(WebSocketOpening):
 
     def _ping_timed_out(self) -> None:
         if self.phase is Phase.OPEN:
-            client = ws_handshake.client_text(self.scope)
-            logger.info("WebSocket keepalive ping timed out; closing %s", client)
+            logger.info("WebSocket keepalive ping timed out; closing %s", self.client_text)
             self.ws.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
             self._flush()

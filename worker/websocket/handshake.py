@@ -18,13 +18,11 @@ from corral.config import Config
 from corral.worker.asgi.pathsend import EXTENSION as PATHSEND
 from corral.worker.asgi.types import Message
 from websockets.datastructures import Headers
-from websockets.exceptions import InvalidHandshake, InvalidHeader, InvalidHeaderValue
+from websockets.exceptions import InvalidHeader, InvalidHeaderValue
 from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
-from websockets.frames import CLOSE, Frame
 from websockets.headers import parse_subprotocol
 from websockets.http11 import Request, Response
-from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
 #: The ASGI version block of every websocket scope. Spec 2.4 has the close ``reason`` in
@@ -41,28 +39,9 @@ _DEFLATE_MEM_LEVEL = 5
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 _VALUE = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")
 
-#: websockets logs through this logger; its "connection closed" line is dropped because the
-#: connection logs its own at a point that also covers aborted connections.
+#: websockets' handshake logs (debug only) go under corral's error logger.
 PROTOCOL_LOGGER = logging.getLogger("corral.error.websockets")
 _logger = logging.getLogger("corral.error")
-PROTOCOL_LOGGER.addFilter(lambda record: record.msg != "connection closed")
-
-
-class CorralServerProtocol(ServerProtocol):
-    """websockets' ServerProtocol, with a close frame allowed inside a fragmented message.
-
-    RFC 6455 5.4 lets control frames arrive between fragments, and a close there simply ends
-    the connection, abandoning the partial message. websockets answers it with 1002 instead
-    (Autobahn case 7.1.5); forgetting the partial message first gives the normal close echo.
-    """
-
-    def recv_frame(self, frame: Frame) -> None:
-        if frame.opcode is CLOSE:
-            self.current_size = None
-        _base_recv_frame(self, frame)  # not super(): this runs once per frame
-
-
-_base_recv_frame = ServerProtocol.recv_frame
 
 
 class HandshakeError(RuntimeError):
@@ -87,9 +66,9 @@ def validate(
 ) -> tuple[ServerProtocol, Response]:
     """Check the upgrade request and negotiate extensions, before the app is involved.
 
-    Returns the protocol (already in the OPEN state, so that it parses frames once the app
-    accepts) and websockets' answer: a 101 template when the request is a valid handshake,
-    otherwise the complete rejection to send (405, 426, 400, 505).
+    Returns websockets' handshake protocol (its ``extensions`` are the negotiated ones) and
+    its answer: a 101 template when the request is a valid handshake, otherwise the complete
+    rejection to send (405, 426, 400, 505).
     """
     headers = Headers()
     for name, value in scope["headers"]:
@@ -100,12 +79,7 @@ def validate(
         method=scope.get("method", "GET"),
         protocol="HTTP/" + scope.get("http_version", "1.1"),
     )
-    protocol = CorralServerProtocol(
-        extensions=factories,
-        state=OPEN,
-        max_size=config.ws_max_size,
-        logger=PROTOCOL_LOGGER,
-    )
+    protocol = ServerProtocol(extensions=factories, logger=PROTOCOL_LOGGER)
     response = protocol.accept(request)
     if response.status_code != 101:
         _explain_version(protocol.handshake_exc, response)
@@ -119,11 +93,6 @@ def _explain_version(exc: Exception | None, response: Response) -> None:
         if isinstance(exc, InvalidHeaderValue):
             response.status_code = 426
             response.reason_phrase = http.HTTPStatus(426).phrase
-
-
-def is_rejection(exc: Exception | None) -> bool:
-    """Whether websockets refused the handshake for a client error (for logging)."""
-    return isinstance(exc, InvalidHandshake)
 
 
 def websocket_scope(http_scope: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """WebSocket data frames to ASGI messages, free of I/O.
 
-websockets' sans-I/O protocol yields frames, not messages: this reassembles fragmented
-messages (any number of fragments; only the total size is limited, by the protocol's
-``max_size``) and validates text as UTF-8 incrementally, so an invalid byte fails the
-connection at the fragment that carries it rather than at the end of the message.
+A fragmented message arrives as frames: this reassembles it (any number of fragments; only
+the total size is limited, by the frame protocol's ``max_size``) and validates text as UTF-8
+incrementally, so an invalid byte fails the connection at the fragment that carries it
+rather than at the end of the message.
 """
 
 from __future__ import annotations

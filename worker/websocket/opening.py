@@ -9,19 +9,18 @@ own denial response).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from corral.worker.transport.ws_flow import PAUSE_HANDSHAKE, Flow, Inbox
+from corral.worker.transport.base import PAUSE_HANDSHAKE, ClientDisconnected, TransportBase
 from corral.worker.websocket import handshake as ws_handshake
-from corral.worker.websocket.phase import ClientDisconnected, InvalidTransition, Phase, check_move
+from corral.worker.websocket.phase import InvalidTransition, Phase, check_move
 from websockets.frames import CloseCode
 
 if TYPE_CHECKING:
     from corral.worker.asgi.types import Message
     from corral.worker.state import ServerState
-    from corral.worker.transport.stall import StallGuard
+    from corral.worker.websocket.inbox import Inbox
     from corral.worker.websocket.keepalive import Keepalive
     from websockets.http11 import Response
 
@@ -31,36 +30,28 @@ logger = logging.getLogger("corral.error")
 HANDSHAKE_BUFFER_LIMIT = 64 * 1024
 
 
-class WebSocketOpening(asyncio.Protocol):
+class WebSocketOpening(TransportBase):
     """The handshake half of a WebSocket connection; the subclass sets every attribute."""
 
+    #: The protocol answers pings by itself: while the peer reads nothing, corral reads
+    #: nothing either, so pongs can't pile up in the buffer.
+    pause_reading_with_writing = True
+
     server_state: ServerState
-    transport: asyncio.Transport
     scope: dict[str, Any]
     phase: Phase
-    flow: Flow
     inbox: Inbox
     keepalive: Keepalive
     _template: Response
-    _stall: StallGuard
     _pending: bytearray | None  # bytes received before accept
     _denial: tuple[Any, Any, list[bytes]] | None  # status, headers, body chunks so far
 
+    @property
+    def client_text(self) -> str:
+        return ws_handshake.client_text(self.scope)
+
     def _move(self, phase: Phase) -> None:
         self.phase = check_move(self.phase, phase)
-
-    def _close_transport(self) -> None:
-        """Close after the queued bytes; a client that never reads them is cut off later."""
-        self.transport.close()
-        self._stall.watch_if_pending()
-
-    def pause_writing(self) -> None:
-        self.flow.pause_writing()
-        self._stall.watch()
-
-    def resume_writing(self) -> None:
-        self.flow.resume_writing()
-        self._stall.resumed()
 
     def _defaults(self) -> list[tuple[bytes, bytes]]:
         return self.server_state.default_headers()
@@ -70,7 +61,7 @@ class WebSocketOpening(asyncio.Protocol):
         ws_handshake.log_request(self.scope, response.status_code)
         self.transport.write(response.serialize())
         self._move(Phase.CLOSED)
-        self._close_transport()
+        self.close_transport()
 
     def _hold(self, data: bytes) -> None:
         """Keep bytes that arrive before the app accepted (pausing past a limit)."""
@@ -79,7 +70,7 @@ class WebSocketOpening(asyncio.Protocol):
             return
         pending += data
         if len(pending) > HANDSHAKE_BUFFER_LIMIT:
-            self.flow.pause_reading(PAUSE_HANDSHAKE)
+            self.pause_reading(PAUSE_HANDSHAKE)
 
     def _handshake_message(self, kind: str, message: Message) -> None:
         if kind == "websocket.accept":
@@ -102,7 +93,7 @@ class WebSocketOpening(asyncio.Protocol):
         ws_handshake.log_request(self.scope, None)
         logger.info("connection open")
         pending, self._pending = self._pending, None
-        self.flow.resume_reading(PAUSE_HANDSHAKE)
+        self.resume_reading(PAUSE_HANDSHAKE)
         self.keepalive.start()
         if pending:
             self.data_received(bytes(pending))
@@ -123,10 +114,10 @@ class WebSocketOpening(asyncio.Protocol):
 
     def _respond(self, response: bytes, status: int) -> None:
         """Send a final HTTP answer to the handshake and close the connection."""
-        if self.flow.lost:
+        if self.gone:
             raise ClientDisconnected("the client went away during the handshake")
         ws_handshake.log_request(self.scope, status)
         self.transport.write(response)
         self._move(Phase.CLOSED)
-        self._close_transport()
+        self.close_transport()
         self.inbox.finish(CloseCode.ABNORMAL_CLOSURE, "")

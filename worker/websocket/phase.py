@@ -1,4 +1,5 @@
-"""The phases of a WebSocket connection, the moves allowed between them, and its errors.
+"""The phases of a WebSocket connection, the moves allowed between them, and the
+error a forbidden move raises.
 
 Kept apart from :mod:`corral.worker.websocket.connection` (as
 :mod:`corral.worker.http1.connstate` is for HTTP) so the transition table reads on its own.
@@ -21,10 +22,6 @@ class Phase(enum.Enum):
 
 class InvalidTransition(RuntimeError):
     """A connection was asked to move between phases in a way the protocol forbids."""
-
-
-class ClientDisconnected(OSError):
-    """``send()`` on a WebSocket whose peer has gone or that is already closing."""
 
 
 ALLOWED: dict[Phase, frozenset[Phase]] = {
