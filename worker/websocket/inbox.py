@@ -24,7 +24,9 @@ class Inbox:
         self, loop: asyncio.AbstractEventLoop, conn: TransportBase, max_queue: int
     ) -> None:
         self._loop = loop
-        self._conn = conn
+        #: Paused and resumed by the queue's length; dropped with the disconnect, so a closed
+        #: connection and its inbox hold no cycle and are freed by reference counting.
+        self._conn: TransportBase | None = conn
         self._max = max_queue
         self._queue: collections.deque[dict[str, Any]] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -42,8 +44,9 @@ class Inbox:
         queue = self._queue
         queue.append(message)
         self._wake()
-        if len(queue) >= self._max:
-            self._conn.pause_reading(PAUSE_QUEUE)
+        conn = self._conn
+        if conn is not None and len(queue) >= self._max:
+            conn.pause_reading(PAUSE_QUEUE)
 
     def finish(self, code: int, reason: str) -> None:
         """Queue the disconnect; only the first call counts."""
@@ -52,7 +55,9 @@ class Inbox:
         self.final = final = {"type": "websocket.disconnect", "code": int(code), "reason": reason}
         self._queue.append(final)
         self._wake()
-        self._conn.resume_reading(PAUSE_QUEUE)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.resume_reading(PAUSE_QUEUE)
 
     def clear(self) -> None:
         self._queue.clear()
@@ -75,6 +80,7 @@ class Inbox:
                 waiter = self._waiter = self._loop.create_future()
             await waiter
         message = queue.popleft()
-        if len(queue) < self._max:
-            self._conn.resume_reading(PAUSE_QUEUE)
+        conn = self._conn
+        if conn is not None and len(queue) < self._max:
+            conn.resume_reading(PAUSE_QUEUE)
         return message
