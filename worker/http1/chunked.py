@@ -11,7 +11,8 @@ from __future__ import annotations
 import enum
 import re
 
-from corral.worker.http1.prescan import FIELD_BLOCK, TCHAR, ParseError, ParserLimits
+from corral.grammar import TCHAR
+from corral.worker.http1.prescan import FIELD_BLOCK, ParseError, ParserLimits
 
 _QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
 #: chunk-size [chunk-ext] as llhttp accepts it: no whitespace anywhere (RFC 9112 §7.1.1
