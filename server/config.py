@@ -106,7 +106,8 @@ class Config:
     )
     http: str = setting(
         "auto", "--http", kind="choice", choices=("auto", "httptools", "h11"),
-        help="HTTP protocol implementation.",
+        help="Accepted for uvicorn's scripts: corral parses HTTP/1.1 with its own strict"
+        " parser whichever is given (httptools and h11 check it in its tests).",
     )
     ws: str = setting(
         "auto", "--ws", kind="choice",

@@ -98,6 +98,20 @@ def test_unsafe_response_headers_refused(http_server, caplog, headers):
     assert any("Refused the app's response" in r.getMessage() for r in caplog.records)
 
 
+def test_str_response_header_is_named_in_the_500_log(http_server, caplog):
+    """A str header gets a 500 and one log line that says why and names the header."""
+    server = http_server(apps.headers_app([(b"content-type", b"text/plain"), ("x-str", "v")]))
+    with RawClient(server.port) as raw:
+        raw.send(get())
+        assert raw.read_response().status == 500
+    lines = [
+        r.getMessage() for r in caplog.records if "Refused the app's response" in r.getMessage()
+    ]
+    assert len(lines) == 1
+    assert "header names and values must be bytes" in lines[0] and "'x-str'" in lines[0]
+    assert not any(r.exc_info for r in caplog.records)
+
+
 def test_body_longer_than_content_length_is_cut(http_server, caplog):
     """Bytes beyond Content-Length are cut, the connection closes, and it is logged."""
     server = http_server(apps.headers_app([(b"content-length", b"3")], body=b"abcdef"))

@@ -61,7 +61,7 @@ async def run_protocol(
     config = Config(app=app, lifespan="off", access_log=False, **settings)
     state = ServerState(config, app)
     loop = asyncio.get_running_loop()
-    protocol = HTTP1Protocol(state, "h11", ParserLimits.from_config(config), loop)
+    protocol = HTTP1Protocol(state, ParserLimits.from_config(config), loop)
     transport = FakeTransport()
     protocol.connection_made(transport)
     try:

@@ -125,10 +125,24 @@ def test_unsafe_headers_refused(headers):
         head(headers)
 
 
-def test_non_bytes_header_refused():
-    """str header values are a TypeError, not silently encoded."""
-    with pytest.raises(TypeError):
-        head([(b"x", "str")])  # type: ignore[list-item]
+@pytest.mark.parametrize(
+    ("headers", "named"),
+    [
+        ([(b"x", "str")], "b'x'"),
+        ([("x-str", b"v")], "'x-str'"),
+        ([("x-str", "v")], "'x-str'"),
+        ([(b"a", b"1", b"extra")], "not a (name, value) pair"),
+        ([b"ab"], "header 97 has a int name"),
+    ],
+)
+def test_non_bytes_header_refused(headers, named):
+    """A str header name or value is refused, not silently encoded, and the message says
+    what is wrong and names the header (issue 12 point 13)."""
+    with pytest.raises(InvalidResponseHeader) as info:
+        head(headers)
+    assert named in str(info.value)
+    if "pair" not in named:
+        assert "header names and values must be bytes" in str(info.value)
 
 
 def test_overflow_is_cut_and_closes():

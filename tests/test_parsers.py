@@ -1,4 +1,4 @@
-"""Sans-I/O tests of both parser adapters: feed bytes, check the sink calls."""
+"""Sans-I/O tests of the request reader: feed bytes, check the sink calls."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ from typing import Any
 
 import pytest
 from corral.config import Config
-from corral.worker.http1.parsers import ParseError, ParserLimits, RequestHead, make_parser
+from corral.worker.http1.parsers import ParseError, ParserLimits, RequestHead, RequestReader
 
 from tests.wire_corpus import CASES, FOLLOW_UP, WireCase, chunked, req
-
-PARSERS = ["httptools", "h11"]
 
 
 @dataclass
@@ -54,11 +52,11 @@ def messages(events: list[Any]) -> list[Message]:
 
 
 def run(
-    kind: str, data: bytes, limits: ParserLimits | None = None, step: int | None = None
+    data: bytes, limits: ParserLimits | None = None, step: int | None = None
 ) -> tuple[list[Message], ParseError | None]:
     """Feed ``data`` (whole, or ``step`` bytes at a time); the messages and any error."""
     sink = RecordingSink()
-    parser = make_parser(kind, sink, limits or ParserLimits())
+    parser = RequestReader(sink, limits or ParserLimits())
     error = None
     try:
         if step is None:
@@ -75,9 +73,9 @@ def limits_for(case: WireCase) -> ParserLimits:
     return ParserLimits.from_config(Config(**case.config))
 
 
-def check_case(case: WireCase, kind: str, step: int | None) -> None:
-    msgs, error = run(kind, case.raw + FOLLOW_UP, limits_for(case), step)
-    status = case.status_for(kind)
+def check_case(case: WireCase, step: int | None) -> None:
+    msgs, error = run(case.raw + FOLLOW_UP, limits_for(case), step)
+    status = case.status
     assert all(m.head.raw_path != b"/smuggled" for m in msgs[:1]), case.id
     if status >= 400:
         assert error is not None, f"{case.id}: expected {status}, got {msgs}"
@@ -87,7 +85,7 @@ def check_case(case: WireCase, kind: str, step: int | None) -> None:
     assert error is None, f"{case.id}: unexpected {error}"
     first = msgs[0]
     assert first.complete
-    assert first.head.keep_alive is not case.closes_for(kind)
+    assert first.head.keep_alive is not case.closes_for()
     expected = case.seen
     if "method" in expected:
         assert first.head.method == expected["method"]
@@ -99,27 +97,24 @@ def check_case(case: WireCase, kind: str, step: int | None) -> None:
     for name, value in expected.get("headers", {}).items():
         assert [v for n, v in first.head.headers if n == name] == [value], case.id
     follow_ups = [m.head.raw_path for m in msgs[1:]]
-    assert follow_ups == ([] if case.closes_for(kind) else [b"/smuggled"]), case.id
+    assert follow_ups == ([] if case.closes_for() else [b"/smuggled"]), case.id
 
 
 @pytest.mark.smoke
-@pytest.mark.parametrize("kind", PARSERS)
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_corpus_case(case: WireCase, kind: str) -> None:
+def test_corpus_case(case: WireCase) -> None:
     """Each corpus request gets its expected outcome, and nothing after a refusal is parsed."""
-    check_case(case, kind, None)
+    check_case(case, None)
 
 
-@pytest.mark.parametrize("kind", PARSERS)
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_corpus_case_trickled(case: WireCase, kind: str) -> None:
+def test_corpus_case_trickled(case: WireCase) -> None:
     """The outcome is the same when the bytes arrive in 7-byte pieces."""
-    check_case(case, kind, 7)
+    check_case(case, 7)
 
 
 @pytest.mark.smoke
-@pytest.mark.parametrize("kind", PARSERS)
-def test_byte_at_a_time_pipeline(kind: str) -> None:
+def test_byte_at_a_time_pipeline() -> None:
     """Three pipelined requests fed one byte at a time give the same messages as one feed."""
     data = (
         req(b"POST /1 HTTP/1.1", b"Content-Length: 3", body=b"abc")
@@ -127,28 +122,26 @@ def test_byte_at_a_time_pipeline(kind: str) -> None:
         + b"\r\n"
         + req(b"GET /3?q HTTP/1.1")
     )
-    whole, error = run(kind, data)
-    trickled, error2 = run(kind, data, step=1)
+    whole, error = run(data)
+    trickled, error2 = run(data, step=1)
     assert error is None and error2 is None
     shape = [(m.head.raw_path, m.body, m.complete) for m in whole]
     assert shape == [(b"/1", b"abc", True), (b"/", b"de", True), (b"/3", b"", True)]
     assert [(m.head.raw_path, m.body, m.complete) for m in trickled] == shape
 
 
-@pytest.mark.parametrize("kind", PARSERS)
-def test_error_after_valid_requests(kind: str) -> None:
+def test_error_after_valid_requests() -> None:
     """Requests before a bad one are delivered in full; nothing after it is."""
     data = req(b"GET /1 HTTP/1.1") + req(b"GET /2 HTTP/1.1") + req(b"GET /3 HTTP/2.0") + FOLLOW_UP
-    msgs, error = run(kind, data)
+    msgs, error = run(data)
     assert error is not None and error.status == 505
     assert [(m.head.raw_path, m.complete) for m in msgs] == [(b"/1", True), (b"/2", True)]
 
 
-@pytest.mark.parametrize("kind", PARSERS)
-def test_halt_keeps_unconsumed_bytes(kind: str) -> None:
+def test_halt_keeps_unconsumed_bytes() -> None:
     """A sink that halts on an upgrade request gets every later byte from unconsumed()."""
     sink = RecordingSink(halt=True)
-    parser = make_parser(kind, sink, ParserLimits())
+    parser = RequestReader(sink, ParserLimits())
     head = req(b"GET /ws HTTP/1.1", b"Connection: Upgrade", b"Upgrade: WebSocket", b"Sec-X: 1")
     parser.feed(head + b"\x81\x05")
     parser.feed(b"hello")
@@ -158,34 +151,30 @@ def test_halt_keeps_unconsumed_bytes(kind: str) -> None:
     assert parser.unconsumed() == b"\x81\x05hello"
 
 
-@pytest.mark.parametrize("kind", PARSERS)
-def test_upgrade_not_taken_continues(kind: str) -> None:
+def test_upgrade_not_taken_continues() -> None:
     """When the sink declines an upgrade, the next pipelined request is still parsed."""
     data = req(b"GET /a HTTP/1.1", b"Connection: upgrade", b"Upgrade: h2c") + req(
         b"GET /b HTTP/1.1"
     )
-    msgs, error = run(kind, data)
+    msgs, error = run(data)
     assert error is None
     assert [(m.head.raw_path, m.head.upgrade) for m in msgs] == [(b"/a", b"h2c"), (b"/b", None)]
 
 
-@pytest.mark.parametrize("kind", PARSERS)
 @pytest.mark.parametrize("step", [None, 1])
 @pytest.mark.parametrize(
     "framing",
     [(b"Content-Length: 5", b"hello"), (b"Transfer-Encoding: chunked", b"5\r\nhello\r\n0\r\n\r\n")],
     ids=["length", "chunked"],
 )
-def test_declined_upgrade_keeps_its_body(
-    kind: str, step: int | None, framing: tuple[bytes, bytes]
-) -> None:
+def test_declined_upgrade_keeps_its_body(step: int | None, framing: tuple[bytes, bytes]) -> None:
     """An upgrade request served as plain HTTP gets its whole body, then the next request.
 
     llhttp stops parsing at an upgrade request; the adapter must not lose the body.
     """
     field, body = framing
     data = req(b"POST /a HTTP/1.1", b"Connection: upgrade", b"Upgrade: websocket", field)
-    msgs, error = run(kind, data + body + req(b"GET /b HTTP/1.1"), step=step)
+    msgs, error = run(data + body + req(b"GET /b HTTP/1.1"), step=step)
     assert error is None
     assert [(m.head.raw_path, m.body, m.complete) for m in msgs] == [
         (b"/a", b"hello", True),
@@ -193,14 +182,12 @@ def test_declined_upgrade_keeps_its_body(
     ]
 
 
-@pytest.mark.parametrize("kind", PARSERS)
-def test_upgrade_needs_connection_token(kind: str) -> None:
+def test_upgrade_needs_connection_token() -> None:
     """An Upgrade header without the Connection: upgrade token is not an upgrade."""
-    msgs, _ = run(kind, req(b"GET / HTTP/1.1", b"Upgrade: websocket"))
+    msgs, _ = run(req(b"GET / HTTP/1.1", b"Upgrade: websocket"))
     assert msgs[0].head.upgrade is None
 
 
-@pytest.mark.parametrize("kind", PARSERS)
 @pytest.mark.parametrize(
     ("line", "headers", "expect"),
     [
@@ -210,29 +197,27 @@ def test_upgrade_needs_connection_token(kind: str) -> None:
         (b"POST / HTTP/1.1", [], False),
     ],
 )
-def test_expect_continue(kind: str, line: bytes, headers: list[bytes], expect: bool) -> None:
+def test_expect_continue(line: bytes, headers: list[bytes], expect: bool) -> None:
     """expect_continue is set for 100-continue on HTTP/1.1 only (never for HTTP/1.0)."""
-    msgs, error = run(kind, req(line, b"Content-Length: 0", *headers))
+    msgs, error = run(req(line, b"Content-Length: 0", *headers))
     assert error is None
     assert msgs[0].head.expect_continue is expect
 
 
-@pytest.mark.parametrize("kind", PARSERS)
-def test_content_length_limit_before_body(kind: str) -> None:
+def test_content_length_limit_before_body() -> None:
     """A Content-Length over the body limit is refused before on_head, body unread."""
     sink = RecordingSink()
-    parser = make_parser(kind, sink, ParserLimits(body=10))
+    parser = RequestReader(sink, ParserLimits(body=10))
     with pytest.raises(ParseError) as info:
         parser.feed(req(b"POST / HTTP/1.1", b"Content-Length: 11"))
     assert info.value.status == 413
     assert sink.events == []
 
 
-@pytest.mark.parametrize("kind", PARSERS)
-def test_chunked_limit_before_chunk_data(kind: str) -> None:
+def test_chunked_limit_before_chunk_data() -> None:
     """A chunk size that would pass the body limit is refused before its data arrives."""
     sink = RecordingSink()
-    parser = make_parser(kind, sink, ParserLimits(body=10))
+    parser = RequestReader(sink, ParserLimits(body=10))
     parser.feed(chunked(b"4\r\nabcd\r\n"))
     with pytest.raises(ParseError) as info:
         parser.feed(b"7\r\n")
@@ -240,56 +225,53 @@ def test_chunked_limit_before_chunk_data(kind: str) -> None:
     assert [e for e in sink.events if isinstance(e, bytes)] == [b"abcd"]
 
 
-@pytest.mark.parametrize("kind", PARSERS)
 @pytest.mark.parametrize(
     ("data", "status"),
     [
         (b"GET /" + b"a" * 200, 414),  # no CRLF yet, already past the line limit
         (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 100, 431),  # head never ends
         (b"GET / HTTP/1.1\nHost: x", 400),  # a bare LF is refused before the head ends
+        (b"GET / HTTP/1.1\rHost: x\r\r", 400),  # and so is a bare CR (issue 13 point 6)
+        (b"GET / HTTP/1.1\r\nHost: x\rY: z", 400),
     ],
 )
-def test_unfinished_head_refused_early(kind: str, data: bytes, status: int) -> None:
+def test_unfinished_head_refused_early(data: bytes, status: int) -> None:
     """A head that can only be refused is refused before it ends, keeping buffers bounded."""
-    parser = make_parser(kind, RecordingSink(), ParserLimits(request_line=100, head_size=500))
+    parser = RequestReader(RecordingSink(), ParserLimits(request_line=100, head_size=500))
     with pytest.raises(ParseError) as info:
         parser.feed(data)
     assert info.value.status == status
 
 
-@pytest.mark.parametrize("kind", PARSERS)
-def test_custom_limits(kind: str) -> None:
+def test_custom_limits() -> None:
     """Configured limits apply: fields count, field size, request line."""
     limits = ParserLimits(request_line=20, fields=2, field_size=30)
-    assert run(kind, req(b"GET /" + b"a" * 20 + b" HTTP/1.1"), limits)[1].status == 414  # type: ignore[union-attr]
+    assert run(req(b"GET /" + b"a" * 20 + b" HTTP/1.1"), limits)[1].status == 414  # type: ignore[union-attr]
     too_many = req(b"GET / HTTP/1.1", b"A: 1", b"B: 2")
-    assert run(kind, too_many, limits)[1].status == 431  # type: ignore[union-attr]
+    assert run(too_many, limits)[1].status == 431  # type: ignore[union-attr]
     too_big = req(b"GET / HTTP/1.1", b"A: " + b"x" * 30)
-    assert run(kind, too_big, limits)[1].status == 431  # type: ignore[union-attr]
-    assert run(kind, req(b"GET / HTTP/1.1", b"A: 1"), limits)[1] is None
+    assert run(too_big, limits)[1].status == 431  # type: ignore[union-attr]
+    assert run(req(b"GET / HTTP/1.1", b"A: 1"), limits)[1] is None
 
 
-@pytest.mark.parametrize("kind", PARSERS)
-def test_nothing_parsed_after_close_or_failure(kind: str) -> None:
+def test_nothing_parsed_after_close_or_failure() -> None:
     """After a non-keep-alive request or a refusal, later feeds are ignored."""
     sink = RecordingSink()
-    parser = make_parser(kind, sink, ParserLimits())
+    parser = RequestReader(sink, ParserLimits())
     parser.feed(req(b"GET / HTTP/1.1", b"Connection: close"))
     parser.feed(req(b"GET /late HTTP/1.1"))
     assert len(messages(sink.events)) == 1
     sink = RecordingSink()
-    parser = make_parser(kind, sink, ParserLimits())
+    parser = RequestReader(sink, ParserLimits())
     with pytest.raises(ParseError):
         parser.feed(b"BAD\x00 / HTTP/1.1\r\n\r\n")
     parser.feed(req(b"GET /late HTTP/1.1"))
     assert sink.events == []
 
 
-@pytest.mark.parametrize("kind", PARSERS)
-def test_head_fields(kind: str) -> None:
+def test_head_fields() -> None:
     """The head carries version, lower-cased ordered headers and framing facts."""
     msgs, _ = run(
-        kind,
         req(
             b"PUT /x?a=1&b HTTP/1.1", b"Content-Type: text/plain", b"Content-Length: 2", body=b"ok"
         ),
@@ -304,19 +286,12 @@ def test_head_fields(kind: str) -> None:
     assert (head.content_length, head.chunked, head.keep_alive) == (2, False, True)
 
 
-@pytest.mark.parametrize("kind", PARSERS)
-def test_leading_empty_lines_between_requests(kind: str) -> None:
+def test_leading_empty_lines_between_requests() -> None:
     """Empty lines between pipelined requests are skipped (RFC 9112 §2.2)."""
     data = req() + b"\r\n\r\n\r\n" + req(b"GET /2 HTTP/1.1")
-    msgs, error = run(kind, data, step=1)
+    msgs, error = run(data, step=1)
     assert error is None
     assert [m.head.raw_path for m in msgs] == [b"/", b"/2"]
-
-
-def test_unknown_parser_kind() -> None:
-    """make_parser refuses an unknown kind."""
-    with pytest.raises(ValueError, match="unknown parser"):
-        make_parser("picohttp", RecordingSink(), ParserLimits())
 
 
 def test_limits_from_config() -> None:

@@ -23,7 +23,7 @@ def status_of(raw: bytes, limits: ParserLimits = LIMITS) -> int:
     """The status scan_head + interpret give ``raw`` (200 when accepted)."""
     try:
         method, target, version, fields = scan_head(raw, limits)
-        interpret(method, target, version, fields, limits, None)
+        interpret(method, target, version, fields, limits)
     except ParseError as exc:
         return exc.status
     return 200
@@ -91,7 +91,7 @@ def test_keep_alive(version: bytes, connection: bytes | None, keep_alive: bool) 
     if connection is not None:
         lines.append(b"Connection: " + connection)
     method, target, v, fields = scan_head(head(*lines), LIMITS)
-    assert interpret(method, target, v, fields, LIMITS, None).keep_alive is keep_alive
+    assert interpret(method, target, v, fields, LIMITS).keep_alive is keep_alive
 
 
 @pytest.mark.parametrize(
@@ -137,19 +137,17 @@ def test_transfer_codings(codings: bytes, status: int) -> None:
     assert status_of(raw) == status
 
 
-def test_known_methods_give_501_last() -> None:
-    """With a restricted method set, an unknown method on a valid request is 501."""
+def test_unknown_methods_reach_the_app() -> None:
+    """Any token is a method: an unknown one is the app's to answer, whatever --http says."""
     method, target, version, fields = scan_head(head(b"BREW / HTTP/1.1", b"Host: x"), LIMITS)
-    with pytest.raises(ParseError) as info:
-        interpret(method, target, version, fields, LIMITS, frozenset({b"GET"}))
-    assert info.value.status == 501
+    assert interpret(method, target, version, fields, LIMITS).method == "BREW"
 
 
 def test_absolute_form_replaces_host() -> None:
     """The target's authority replaces the Host field (RFC 9112 §3.2.2)."""
     raw = head(b"GET HTTPS://Example.com:8443/a?b HTTP/1.1", b"Host: other")
     method, target, version, fields = scan_head(raw, LIMITS)
-    request = interpret(method, target, version, fields, LIMITS, None)
+    request = interpret(method, target, version, fields, LIMITS)
     assert (request.raw_path, request.query_string) == (b"/a", b"b")
     assert request.headers == [(b"host", b"Example.com:8443")]
 
@@ -175,6 +173,8 @@ def test_check_partial_head() -> None:
         (b"GET / HTTP/1.1\r\n" + b"A: b\r\n" * 10, 431, "request head too large"),
         (b"GET / HTTP/1.1\nA", 400, "bare LF line ending"),
         (b"\nGET", 400, "bare LF line ending"),
+        (b"GET /\rX: y\r\r", 400, "bare CR line ending"),
+        (b"GET / HTTP/1.1\r\nA: b\rC", 400, "bare CR line ending"),
         (b"G\x00", 400, "invalid method"),
         (b"GET\t/", 400, "invalid method"),
         (b"\x16\x03\x01\x00\xa5\x01", 400, "TLS handshake on a plain-HTTP port"),
@@ -184,14 +184,19 @@ def test_check_partial_head() -> None:
         assert (info.value.status, info.value.reason) == (status, reason)
 
 
-def scan_all(data: bytes, limits: ParserLimits = LIMITS, step: int = 0) -> tuple[int, bool]:
-    """Run a ChunkScanner over ``data`` (in ``step``-byte growing prefixes); (end, done)."""
+def scan_all(
+    data: bytes, limits: ParserLimits = LIMITS, step: int = 0, out: list[bytes] | None = None
+) -> tuple[int, bool]:
+    """Run a ChunkScanner over ``data`` (in ``step``-byte growing prefixes); (end, done).
+
+    The decoded chunk data is appended to ``out``."""
     scanner = ChunkScanner(limits)
+    emit = (out if out is not None else []).append
     if not step:
-        return scanner.scan(data, 0), scanner.done
+        return scanner.scan(data, 0, emit), scanner.done
     pos = 0
     for end in range(step, len(data) + step, step):
-        pos = scanner.scan(data[:end], pos)
+        pos = scanner.scan(data[:end], pos, emit)
         if scanner.done:
             break
     return pos, scanner.done
@@ -199,9 +204,21 @@ def scan_all(data: bytes, limits: ParserLimits = LIMITS, step: int = 0) -> tuple
 
 @pytest.mark.parametrize("step", [0, 1, 3])
 def test_chunk_scanner_finds_end(step: int) -> None:
-    """The scanner stops exactly after the trailer section, in any split."""
+    """The scanner stops exactly after the trailer section, in any split, with the data."""
     body = b"5;x=y\r\nhello\r\n1A\r\n" + b"z" * 26 + b"\r\n0\r\nT: 1\r\n\r\n"
-    assert scan_all(body + b"NEXT", step=step) == (len(body), True)
+    out: list[bytes] = []
+    assert scan_all(body + b"NEXT", step=step, out=out) == (len(body), True)
+    assert b"".join(out) == b"hello" + b"z" * 26
+
+
+@pytest.mark.parametrize(
+    "line", [b"1; a=b", b"1 ;a=b", b"1;a = b", b"1\t;\ta\t=\t\"q d\"", b"1;a;b=c ; d"]
+)
+def test_chunk_extension_whitespace(line: bytes) -> None:
+    """RFC 9112 §7.1.1's optional whitespace around ';' and '=' is accepted."""
+    out: list[bytes] = []
+    assert scan_all(line + b"\r\nx\r\n0\r\n\r\n", out=out)[1]
+    assert out == [b"x"]
 
 
 @pytest.mark.parametrize(
@@ -212,7 +229,8 @@ def test_chunk_scanner_finds_end(step: int) -> None:
         (b"-1\r\n", 400),
         (b" 1\r\n", 400),
         (b"1 \r\n", 400),
-        (b"1; a=b\r\n", 400),
+        (b"1;\r\n", 400),
+        (b"1; a=\r\n", 400),
         (b'1;a="unterminated\r\n', 400),
         (b"1000000000000000\r\n", 400),
         (b"1\r\nab", 400),

@@ -35,21 +35,6 @@ logger = logging.getLogger("corral.error")
 CANCEL_GRACE = 1.0
 
 
-def parser_kind(config: Config) -> str:
-    """ "httptools" when asked for or (auto) installed, else "h11"."""
-    if config.http == "h11":
-        return "h11"
-    try:
-        import httptools  # noqa: F401
-    except ImportError:
-        if config.http == "httptools":
-            from corral.errors import ConfigError
-
-            raise ConfigError("--http", "httptools is not installed") from None
-        return "h11"
-    return "httptools"
-
-
 class Acceptor:
     """Accepts connections from one listening socket shared with sibling workers.
 
@@ -290,9 +275,7 @@ class Server:
             sockets = [listener.sock for listener in self._own_listeners]
         state.clock.start(loop)
         state.task_context = contextvars.copy_context()  # see ServerState.task_context
-        factory = functools.partial(
-            HTTP1Protocol, state, parser_kind(config), ParserLimits.from_config(config), loop
-        )
+        factory = functools.partial(HTTP1Protocol, state, ParserLimits.from_config(config), loop)
         self._balancer = balancer_for(self.load_table, state.connections)
         if self._balancer is not None:
             state.on_change = self._balancer.changed  # a closed connection lowers the load

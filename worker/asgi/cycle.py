@@ -268,7 +268,7 @@ class RequestCycle:
                 self.keep_alive and not self.expect_continue,
                 None if more else len(body),
             )
-        except (InvalidResponseHeader, TypeError, ValueError, AttributeError) as exc:
+        except InvalidResponseHeader as exc:  # the app's status or headers, nothing else
             cycle_log.refused_response(self.scope, exc)
             self.resp = ResponseState.DISCARDING if more else ResponseState.COMPLETE
             self._answer(500)

@@ -1,8 +1,7 @@
-"""Chunked request bodies (RFC 9112 §7.1): where they end, and whether they are well formed.
+"""Chunked request bodies (RFC 9112 §7.1): decoded, checked, and where they end.
 
-Both adapters run :class:`ChunkScanner` over chunked bodies before the parser library sees
-them, so chunk-size, CRLF and trailer rules are identical on both, a body limit is checked
-against declared chunk sizes before their data arrives, and corral (not the library) knows
+:class:`ChunkScanner` walks the chunked framing of a request body, hands out the chunk data,
+checks the body limit against declared chunk sizes before their data arrives, and finds
 where one chunked body ends and the next pipelined request begins.
 """
 
@@ -10,21 +9,26 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 
 from corral.grammar import TCHAR
 from corral.worker.http1.prescan import FIELD_BLOCK, ParseError, ParserLimits
 
 _QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
-#: chunk-size [chunk-ext] as llhttp accepts it: no whitespace anywhere (RFC 9112 §7.1.1
-#: allows BWS around ';' and '='; llhttp refuses it, and corral refuses it on both parsers).
+_BWS = rb"[ \t]*"
+#: chunk-size [chunk-ext] (RFC 9112 §7.1.1), with the optional whitespace the RFC allows
+#: around ';' and '=' (llhttp refuses it; corral frames chunked bodies itself).
 _CHUNK_LINE = re.compile(
-    rb"([0-9A-Fa-f]+)(?:;[" + TCHAR + rb"]+(?:=(?:[" + TCHAR + rb"]+|" + _QUOTED + rb"))?)*"
+    rb"([0-9A-Fa-f]+)(?:" + _BWS + rb";" + _BWS + rb"[" + TCHAR + rb"]+"
+    rb"(?:" + _BWS + rb"=" + _BWS + rb"(?:[" + TCHAR + rb"]+|" + _QUOTED + rb"))?)*"
 )
 
 #: Longest chunk-size line (with extensions) accepted; extensions carry nothing corral uses.
 MAX_CHUNK_LINE = 4096
 #: A chunk size needs at most 15 significant hex digits (< 2**60); more is an overflow
 #: attempt (llhttp overflows at 2**64, h11 at 20 digits; corral draws the line lower).
+#: Leading zeros are not significant (``1*HEXDIG``): ``000...05`` is a 5-byte chunk,
+#: bounded only by the size line's length.
 _MAX_CHUNK_DIGITS = 15
 
 
@@ -40,8 +44,9 @@ class _Part(enum.Enum):
 class ChunkScanner:
     """Walks chunked framing (RFC 9112 §7.1) to find where a chunked body ends.
 
-    ``scan(buf, pos)`` returns the offset up to which bytes belong to the body and have
-    been validated; ``done`` turns True after the last chunk and the trailer section.
+    ``scan(buf, pos, emit)`` calls ``emit`` with each piece of chunk data, and returns the
+    offset up to which bytes belong to the body and have been validated; ``done`` turns
+    True after the last chunk and the trailer section.
     Chunk sizes are summed against the body limit before their data arrives.
     """
 
@@ -64,18 +69,14 @@ class ChunkScanner:
         self.body = 0
         self.done = False
 
-    @property
-    def had_trailers(self) -> bool:
-        """Whether the trailer section held any field."""
-        return self._trailer_fields > 0
-
-    def scan(self, buf: bytes | bytearray, pos: int) -> int:
+    def scan(self, buf: bytes | bytearray, pos: int, emit: Callable[[bytes], None]) -> int:
         limits = self._limits
         end = len(buf)
         while pos < end and not self.done:
             state = self._state
             if state is _Part.DATA:
                 take = min(self._remaining, end - pos)
+                emit(bytes(buf[pos : pos + take]))
                 pos += take
                 self._remaining -= take
                 if not self._remaining:
@@ -149,8 +150,7 @@ class ChunkScanner:
             raise ParseError(431, "trailer field too large")
         if FIELD_BLOCK.fullmatch(buf, pos, line_end + 2) is None:
             raise ParseError(400, "invalid trailer field")
-        # Framing fields after the body are a smuggling attempt (RFC 9110 §6.5.1); llhttp
-        # refuses them too, so both parsers answer 400.
+        # Framing fields after the body are a smuggling attempt (RFC 9110 §6.5.1).
         name = bytes(buf[pos : buf.find(b":", pos)]).lower()
         if name == b"content-length" or name == b"transfer-encoding":
             raise ParseError(400, "framing field in trailers")

@@ -21,7 +21,7 @@ from corral.worker.transport.stall import StallGuard
 if TYPE_CHECKING:
     from corral.worker.asgi.cycle import RequestCycle
     from corral.worker.asgi.types import ASGIApp
-    from corral.worker.http1.parsers import ParseError, RequestHead, RequestParser
+    from corral.worker.http1.parsers import ParseError, RequestHead, RequestReader
     from corral.worker.state import ServerState, ShutdownReason
 
 logger = logging.getLogger("corral.error")
@@ -65,7 +65,7 @@ class ConnectionEnding(asyncio.Protocol):
     state: ServerState
     transport: asyncio.Transport
     flow: FlowControl
-    parser: RequestParser
+    parser: RequestReader
     client: tuple[str, int] | None
     _loop: asyncio.AbstractEventLoop
     _st: ConnState

@@ -1,10 +1,10 @@
-"""One cheap, strict pre-scan of every request head, shared by both parser adapters.
+"""corral's request-head parser: one strict scan of the raw head, then its interpretation.
 
 httptools (llhttp) and h11 each accept things RFC 9112 forbids and reject things it allows,
-and they disagree with each other. Rather than patching each, corral checks the raw head
-here, once, with precompiled regexes (one C-level pass per check, no per-byte Python loop),
-and interprets the header fields here too. The parser libraries then parse input that is
-already known to be well formed, so both adapters give the same answer to every input.
+and they disagree with each other. So corral parses heads itself, once, with precompiled
+regexes (one C-level pass per check, no per-byte Python loop), and interprets the header
+fields here too. The result is the head the app sees, whatever ``--http`` says; the
+libraries serve as oracles in the differential fuzz tests.
 
 Chunked framing is checked by :class:`corral.worker.http1.chunked.ChunkScanner`.
 """
@@ -85,6 +85,8 @@ _FIELD = re.compile(
     re.M,
 )
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+#: A CR followed by anything but LF (a bare CR line ending, RFC 9112 §2.2).
+_BARE_CR = re.compile(rb"\r[^\n]")
 #: The method so far: a partial head whose first non-token byte is not the space after the
 #: method can never become a request (binary junk, or TLS sent to a plain-HTTP port).
 _METHOD_SO_FAR = re.compile(rb"[" + TCHAR + rb"]*")
@@ -130,8 +132,8 @@ def method_name(raw: bytes) -> str:
 def check_partial_head(
     buf: bytes | bytearray, start: int, scan_from: int, limits: ParserLimits
 ) -> None:
-    """Refuse an unfinished head early: too long, a bare LF already seen, or a first line
-    that cannot start a request, so junk gets its 400 now instead of a 408 later."""
+    """Refuse an unfinished head early: too long, a bare LF or CR already seen, or a first
+    line that cannot start a request, so junk gets its 400 now instead of a 408 later."""
     size = len(buf) - start
     if size > limits.head_size:
         raise ParseError(431, "request head too large")
@@ -145,6 +147,8 @@ def check_partial_head(
         or buf[start : start + 1] == b"\n"
     ):
         raise ParseError(400, "bare LF line ending")
+    if _BARE_CR.search(buf, max(start, scan_from - 1)) is not None:
+        raise ParseError(400, "bare CR line ending")
     so_far = _METHOD_SO_FAR.match(buf, start)  # always matches, maybe empty
     method_end = so_far.end() if so_far is not None else start
     if method_end < len(buf) and buf[method_end] != 0x20 and buf[start] != 0x0D:
@@ -229,12 +233,12 @@ def interpret(
     version: str,
     fields: list[tuple[bytes, bytes]],
     limits: ParserLimits,
-    known_methods: frozenset[bytes] | None,
 ) -> RequestHead:
     """Apply the semantic rules (Host, framing, connection) and build the head.
 
-    ``fields`` have lower-cased names and trimmed values. ``known_methods`` is the set the
-    underlying parser can handle (None = any token). Raises :class:`ParseError`.
+    ``fields`` have lower-cased names and trimmed values. Any token is a method: one corral
+    does not know reaches the app, which answers it (405 or 501) as it sees fit. Raises
+    :class:`ParseError`.
     """
     host: bytes | None = None
     hosts = 0
@@ -321,9 +325,6 @@ def interpret(
         fields = [(n, authority if n == b"host" else v) for n, v in fields]
         if host is None:
             fields.append((b"host", authority))
-    # 501 only for a request that is otherwise valid, so both parsers agree on the rest.
-    if known_methods is not None and method not in known_methods:
-        raise ParseError(501, "method not implemented")
     return RequestHead(
         method_name(method),
         path,

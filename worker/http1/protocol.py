@@ -22,13 +22,12 @@ from corral.worker.asgi.types import HTTP_SPEC_VERSION
 from corral.worker.edge.proxy_headers import apply_to_scope
 from corral.worker.http1.connstate import ConnState, InvalidTransition
 from corral.worker.http1.ending import DRAIN_GRACE, LINGER, ConnectionEnding
-from corral.worker.http1.parsers import ParseError, ParserLimits, RequestHead, make_parser
+from corral.worker.http1.parsers import ParseError, ParserLimits, RequestHead, RequestReader
 from corral.worker.transport.flow import PAUSE_BODY, PAUSE_PIPELINE, FlowControl
 
 if TYPE_CHECKING:
     from corral.worker.asgi.types import ASGIApp
     from corral.worker.edge.accept import Proxied
-    from corral.worker.http1.parsers import RequestParser
     from corral.worker.state import ServerState
     from corral.worker.transport.stall import StallGuard
 
@@ -47,7 +46,6 @@ class HTTP1Protocol(ConnectionEnding):
     __slots__ = (
         "_health",
         "_limits",
-        "_parser_kind",
         "_proxied",
         "_request_keep_alive",
         "_root_path",
@@ -62,7 +60,6 @@ class HTTP1Protocol(ConnectionEnding):
     def __init__(
         self,
         state: ServerState,
-        parser_kind: str,
         limits: ParserLimits,
         loop: Any = None,
         proxied: Proxied | None = None,
@@ -73,7 +70,6 @@ class HTTP1Protocol(ConnectionEnding):
         self._trusted = state.trusted_proxies
         self._tls: dict[str, Any] | None = None
         self._loop: asyncio.AbstractEventLoop = loop or asyncio.get_running_loop()
-        self._parser_kind = parser_kind
         self._limits = limits
         self._root_path = config.root_path
         self._root_path_raw = config.root_path.encode("utf-8")
@@ -104,7 +100,7 @@ class HTTP1Protocol(ConnectionEnding):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]
         self.flow = FlowControl(transport)
-        self.parser: RequestParser = make_parser(self._parser_kind, self, self._limits)
+        self.parser = RequestReader(self, self._limits)
         peer = transport.get_extra_info("peername")
         if type(peer) is tuple:  # (host, port), or (host, port, flow, scope) for IPv6
             self.client = peer[:2]

@@ -95,7 +95,16 @@ def _analyse(
     app_chunked = close_by_app = has_connection = False
     overridden: set[bytes] | None = None
     lines = []
-    for name, value in headers:
+    for pair in headers:
+        try:
+            name, value = pair
+        except (TypeError, ValueError):
+            raise InvalidResponseHeader(f"a header is not a (name, value) pair: {pair!r}") from None
+        if not isinstance(name, bytes) or not isinstance(value, bytes):
+            raise InvalidResponseHeader(
+                f"header names and values must be bytes; header {name!r} has a"
+                f" {type(name).__name__} name and a {type(value).__name__} value"
+            )
         if TOKEN.fullmatch(name) is None:  # a space or colon would split the header
             raise InvalidResponseHeader(f"invalid header name {name!r}")
         lname = name.lower()
@@ -157,13 +166,17 @@ class ResponseFramer:
         and 304 are detected here, and a body sent with one of those sets :attr:`dropped`.
         ``body_len`` is the whole body's length when the app's first body message was also
         its last, so a Content-Length can be sent instead of chunking.
-        Raises :class:`InvalidResponseHeader` (or TypeError for non-bytes headers).
+        Raises :class:`InvalidResponseHeader`, and only that, for anything wrong in the
+        app's status or headers.
         """
         if not isinstance(status, int) or not 100 <= status <= 999:
             raise InvalidResponseHeader(f"invalid status {status!r}")
         head_request = no_body
         no_body = no_body or status < 200 or status == 204 or status == 304
-        items = tuple(headers)
+        try:
+            items = tuple(headers)
+        except TypeError:
+            raise InvalidResponseHeader(f"headers must be a list of pairs: {headers!r}") from None
         cache = defaults.header_cache[http10]
         try:
             info = cache.get(items)
