@@ -35,8 +35,10 @@ def run(app: Any, **settings: Any) -> ExitCode:
     Takes the same settings as :class:`Config`. Returns the exit code instead of exiting,
     so an embedding program decides what to do with it.
     """
+    from corral import sizing
     from corral.main import serve_config
 
+    sizing.resolve(settings)  # workers="auto", limit_worker_memory="20%" or "1GiB"
     return serve_config(Config(app=app, **settings))
 
 

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from click.core import ParameterSource
+from corral import configfile, sizing
 from corral._version import __version__
 from corral.config import Config, Option, options
 from corral.errors import ConfigError, ExitCode
+from corral.options import split_header
 
 #: uvicorn options corral deliberately does not provide, with what to do instead. They are
 #: accepted by the parser only to fail with this message, never to be silently ignored.
@@ -77,10 +79,10 @@ class HeaderPair(_HeaderParam):
     ) -> tuple[str, str]:
         if isinstance(value, tuple):
             return value
-        name, sep, text = str(value).partition(":")
-        if not sep or not name.strip():
+        pair = split_header(str(value))
+        if pair is None:
             self.fail(f"{value!r} is not NAME:VALUE", param, ctx)
-        return name.strip(), text.strip()
+        return pair
 
 
 class RefusingChoice(click.Choice):  # type: ignore[type-arg, unused-ignore]
@@ -104,6 +106,8 @@ def _click_type(name: str, option: Option) -> click.ParamType[Any] | None:
         return click.BOOL  # uvicorn takes a click BOOLEAN: true/false, 1/0, yes/no, on/off
     return {
         "str": click.STRING,
+        "auto_int": click.STRING,  # a number or 'auto', resolved by corral.sizing
+        "size": click.STRING,
         "int": click.INT,
         "float": click.FLOAT,
         "octal": OctalInt(),
@@ -126,7 +130,8 @@ def _alias_name(name: str, index: int) -> str:
 def build_params() -> list[click.Parameter]:
     """One click parameter per setting, plus hidden aliases and unsupported uvicorn flags."""
     params: list[click.Parameter] = [
-        click.Argument(["app"], envvar=["CORRAL_APP", "UVICORN_APP"], required=True)
+        # Not required by click: a --config file may name the app instead.
+        click.Argument(["app"], envvar=["CORRAL_APP", "UVICORN_APP"], required=False)
     ]
     for name, option, default in options():
         common: dict[str, Any] = {
@@ -171,6 +176,14 @@ def build_params() -> list[click.Parameter]:
                 envvar=envvars(flag.lstrip("-").replace("-", "_")),
             )
         )
+    params.append(
+        click.Option(
+            ["--print-config"],
+            is_flag=True,
+            help="Print the effective settings as TOML, each with where it came from"
+            " (cli, env, file, default), and exit.",
+        )
+    )
     params.append(
         click.Option(
             ["--version"],
@@ -240,6 +253,7 @@ def build_config(given: Mapping[str, Any], paas_port: bool = False) -> Config:
     if paas_port and other_listeners:
         settings.pop("port", None)
     try:
+        sizing.resolve(settings)
         config = Config(**settings)
         from corral.listeners import parse_bind
 
@@ -257,9 +271,47 @@ def serve(config: Config) -> ExitCode:
     return serve_config(config)
 
 
+def _from_fallback_env(ctx: click.Context, name: str, environ: Mapping[str, str]) -> bool:
+    """Whether ``name``'s value came only from a PaaS variable (PORT, WEB_CONCURRENCY, ...),
+    which ranks below a config file."""
+    if ctx.get_parameter_source(name) is not ParameterSource.ENVIRONMENT:
+        return False
+    return not any(environ.get(var) for var in envvars(name)[:2])
+
+
+def layered_settings(
+    ctx: click.Context, params: Mapping[str, Any], environ: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings by precedence: command line > CORRAL_* > UVICORN_* > --config file >
+    PaaS variables > defaults; and where each came from (cli, env or file)."""
+    given = given_params(ctx, params)
+    sources = {
+        key: "cli" if ctx.get_parameter_source(key) is ParameterSource.COMMANDLINE else "env"
+        for key in given
+    }
+    if given.get("config"):
+        try:
+            from_file = configfile.read(given["config"])
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
+        for key, value in from_file.values.items():
+            if key not in given or _from_fallback_env(ctx, key, environ):
+                given[key] = value
+                sources[key] = "file"
+    return given, sources
+
+
 def _command(**params: Any) -> None:
     ctx = click.get_current_context()
-    config = build_config(given_params(ctx, params), port_only_from_paas(ctx, os.environ))
+    print_config = params.pop("print_config", False)
+    given, sources = layered_settings(ctx, params, os.environ)
+    if given.get("app") is None and not print_config:
+        raise click.UsageError("Missing argument 'APP'.")
+    paas_port = sources.get("port") != "file" and port_only_from_paas(ctx, os.environ)
+    config = build_config(given, paas_port)
+    if print_config:
+        click.echo(configfile.render(config, sources), nl=False)
+        ctx.exit(0)
     ctx.exit(int(serve(config)))
 
 

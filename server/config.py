@@ -37,6 +37,14 @@ class Config:
     # One setting per declaration, its arguments kept compact so the list reads as a table.
     # fmt: off
     app: Any = field(default=None, metadata={"option": Option((), "APP as module:attribute")})
+    config: str | None = setting(
+        None, "--config", "-c",
+        help="Read settings from this TOML file (keys named as in corral.Config), or from"
+        " [tool.corral] of a pyproject.toml. (-c as in gunicorn)",
+    )
+    #: (level, message) pairs found while resolving the settings (``--workers auto``, memory
+    #: shares), logged once logging is configured.
+    notices: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     # --- where to listen -------------------------------------------------------------
     host: str | None = setting(
@@ -144,21 +152,26 @@ class Config:
 
     # --- process model ---------------------------------------------------------------
     workers: int | None = setting(
-        None, "--workers", kind="int", fallback_env=("WEB_CONCURRENCY",), check=positive,
-        help="Number of worker processes under a supervising master. Without it corral"
-        " runs as a single process.",
+        None, "--workers", "-w", kind="auto_int", fallback_env=("WEB_CONCURRENCY",),
+        check=positive, metavar="N|auto",
+        help="Number of worker processes under a supervising master ('auto': the CPUs the"
+        " container may use). Without it corral runs as a single process. (-w as in gunicorn)",
     )
     limit_max_requests: int | None = setting(
-        None, "--limit-max-requests", kind="int", check=positive,
-        help="Maximum number of requests a worker serves before it is replaced.",
+        None, "--limit-max-requests", "--max-requests", kind="int", check=positive,
+        help="Maximum number of requests a worker serves before it is replaced."
+        " (--max-requests as in gunicorn)",
     )
     limit_max_requests_jitter: int = setting(
-        0, "--limit-max-requests-jitter", kind="int", check=non_negative,
-        help="Add a random 0..J to --limit-max-requests so workers don't recycle together.",
+        0, "--limit-max-requests-jitter", "--max-requests-jitter", kind="int",
+        check=non_negative,
+        help="Add a random 0..J to --limit-max-requests so workers don't recycle together."
+        " (--max-requests-jitter as in gunicorn)",
     )
     limit_worker_memory: int | None = setting(
-        None, "--limit-worker-memory", kind="int", check=positive, metavar="MIB",
-        help="Replace a worker whose unique memory (USS) exceeds this many MiB.",
+        None, "--limit-worker-memory", kind="size", check=positive, metavar="SIZE",
+        help="Replace a worker whose unique memory (USS) exceeds this: MiB (512), a size"
+        " (512MiB, 1GiB) or a share of the container's memory (20%).",
     )
     timeout_worker_healthcheck: float = setting(
         30.0, "--timeout-worker-healthcheck", kind="float", check=positive,
@@ -194,8 +207,10 @@ class Config:
         help="Close Keep-Alive connections if no new data is received within this timeout.",
     )
     timeout_graceful_shutdown: float = setting(
-        30.0, "--timeout-graceful-shutdown", kind="float", check=non_negative,
-        help="Maximum number of seconds to wait for in-flight requests on shutdown.",
+        30.0, "--timeout-graceful-shutdown", "--graceful-timeout", kind="float",
+        check=non_negative,
+        help="Maximum number of seconds to wait for in-flight requests on shutdown."
+        " (--graceful-timeout as in gunicorn)",
     )
     # Lifespan shutdown runs after the drain; apps close pools there, which is quick, so a
     # bounded allowance keeps a stuck shutdown hook from holding a stop forever.

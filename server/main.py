@@ -66,6 +66,8 @@ def serve_config(config: Config) -> ExitCode:
         env_error = env_error or exc
     if config.env_file is not None:
         logger.info("Loading environment from '%s'", config.env_file)
+    for level, message in config.notices:
+        logger.log(logging.WARNING if level == "warning" else logging.INFO, "%s", message)
     if env_error is not None:
         logger.error("%s", env_error)
         return env_error.exit_code

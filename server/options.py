@@ -23,7 +23,9 @@ class Option:
 
     flags: tuple[str, ...]
     help: str
-    kind: Literal["str", "int", "float", "bool", "flag", "choice", "multiple", "octal"] = "str"
+    kind: Literal[
+        "str", "int", "float", "bool", "flag", "choice", "multiple", "octal", "auto_int", "size"
+    ] = "str"
     choices: tuple[str, ...] = ()
     #: Extra environment variables consulted after CORRAL_* and UVICORN_* (PaaS conventions).
     fallback_env: tuple[str, ...] = ()
@@ -85,6 +87,8 @@ def non_negative(value: Any) -> str | None:
 
 
 def positive(value: Any) -> str | None:
+    if isinstance(value, str):  # 'auto' or a size reached Config unresolved (a bug)
+        return f"{value!r} was not resolved to a number"
     return None if value is None or value > 0 else "must be greater than zero"
 
 
@@ -100,6 +104,15 @@ def header_pairs(value: Any) -> str | None:
         if any(c in name + val for c in "\r\n\0") or any(c in name for c in " \t:"):
             return f"{name!r} has characters not allowed in a header"
     return None
+
+
+def split_header(text: str) -> tuple[str, str] | None:
+    """``NAME:VALUE`` as a (name, value) pair, whitespace around either dropped; None if
+    it is not of that form."""
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        return None
+    return name.strip(), value.strip()
 
 
 def url_path(value: Any) -> str | None:
