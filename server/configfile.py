@@ -8,7 +8,6 @@ a value is checked by the same rules. Errors name the key, the file and its line
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import tomllib
@@ -137,6 +136,8 @@ def read(path_text: str) -> FileSettings:
             continue
         option = declared.get(key)
         if option is None or key == "config":
+            import difflib  # only for a mistyped key: a worker never needs it
+
             close = difflib.get_close_matches(key, [*declared, _APP_KEY], n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError("--config", f"{where}: unknown setting '{raw_key}'{hint}")
