@@ -212,7 +212,7 @@ def test_chunk_scanner_finds_end(step: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "line", [b"1; a=b", b"1 ;a=b", b"1;a = b", b"1\t;\ta\t=\t\"q d\"", b"1;a;b=c ; d"]
+    "line", [b"1; a=b", b"1 ;a=b", b"1;a = b", b'1\t;\ta\t=\t"q d"', b"1;a;b=c ; d"]
 )
 def test_chunk_extension_whitespace(line: bytes) -> None:
     """RFC 9112 §7.1.1's optional whitespace around ';' and '=' is accepted."""
