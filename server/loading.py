@@ -7,7 +7,6 @@ the user's frames, because that is a bug in their code rather than in the APP st
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import os
@@ -100,6 +99,8 @@ def import_from_string(import_string: str) -> Any:
             obj = getattr(obj, attr)
         except AttributeError:
             candidates = [name for name in dir(obj) if not name.startswith("_")]
+            import difflib  # the error path only
+
             close = difflib.get_close_matches(attr, candidates, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise AppLoadError(

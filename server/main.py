@@ -16,8 +16,6 @@ from corral.config import Config
 from corral.errors import ConfigError, CorralError, ExitCode
 from corral.listeners import close_listeners, open_listeners
 from corral.logging import configure_logging, default_logging_config
-from dotenv import load_dotenv
-from dotenv.parser import parse_stream
 
 logger = logging.getLogger("corral.error")
 
@@ -29,6 +27,9 @@ def load_env_file(path: str) -> None:
     unreadable file, or a line python-dotenv cannot parse (which it would skip with a
     warning), is a :class:`ConfigError` naming --env-file and the line.
     """
+    from dotenv import load_dotenv  # only with --env-file
+    from dotenv.parser import parse_stream
+
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import psutil
-
 #: The master samples about once a second: reading smaps costs a few milliseconds per
 #: worker, and memory grows far slower than that.
 SAMPLE_INTERVAL = 1.0
@@ -20,6 +18,8 @@ MIB = 1024 * 1024
 
 def uss_mib(pid: int) -> float | None:
     """A process's USS in MiB, or None if it vanished or can't be read."""
+    import psutil  # only with --limit-memory: 1.5 MB that every forked worker would carry
+
     try:
         info = psutil.Process(pid).memory_full_info()
     except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied, OSError):

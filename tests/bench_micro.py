@@ -38,6 +38,13 @@ POST = (
 STREAM_GET = GET.replace(b"/plaintext", b"/stream")
 STREAM_CHUNK = b"s" * 16384
 STREAM_CHUNKS = 64  # 1 MiB in 16 KiB chunks, as the socket benchmark streams
+WS_UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+_WS_MASK = b"\x12\x34\x56\x78"
+#: One masked, final 32-byte text frame from the client (ws-echo-raw's message).
+WS_FRAME = b"\x81\xa0" + _WS_MASK + bytes(b ^ _WS_MASK[i % 4] for i, b in enumerate(b"x" * 32))
 
 
 class Done:
@@ -47,8 +54,15 @@ class Done:
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """The benchmark app: plaintext, JSON, echo and stream, as run_bench's app serves."""
+    """The benchmark app: plaintext, JSON, echo, stream and WebSocket echo, as run_bench's."""
     path = scope["path"]
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        while (message := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message["text"]})
+            Done.count += 1
+        return
     if path == "/plaintext":
         await send(
             {
@@ -147,6 +161,14 @@ class FakeTransport(asyncio.Transport):
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         pass
 
+    protocol: Any = None  # set when a WebSocket upgrade hands the transport over
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self.protocol  # type: ignore[no-any-return]
+
 
 # --- the servers -------------------------------------------------------------------------
 def corral_factory(http: str) -> Callable[[], asyncio.Protocol]:
@@ -215,9 +237,28 @@ async def new_connections(factory: Callable[[], asyncio.Protocol], request: byte
     return spent
 
 
-async def websocket_message(factory: Callable[[], asyncio.Protocol], n: int) -> float | None:
-    """One WebSocket message echoed: the slot for the WebSocket half (hotws), not yet filled."""
-    return None
+async def websocket_message(factory: Callable[[], asyncio.Protocol], n: int) -> float:
+    """``n`` 32-byte text messages echoed, one at a time, on one upgraded connection: CPU
+    seconds. The upgrade goes through the HTTP protocol, as on a socket (not timed)."""
+    http: Any = factory()
+    transport = FakeTransport()
+    http.connection_made(transport)
+    http.data_received(WS_UPGRADE)
+    for _ in range(20):  # the hand-off, the app's accept and the 101
+        await asyncio.sleep(0)
+    protocol = transport.protocol
+    assert protocol is not None and protocol is not http, "the upgrade was not taken over"
+    Done.count = 0
+    start = time.process_time()
+    for i in range(1, n + 1):
+        protocol.data_received(WS_FRAME)
+        if Done.count < i:
+            await _answered(i)
+    spent = time.process_time() - start
+    transport.closing = True
+    protocol.connection_lost(None)
+    await asyncio.sleep(0)
+    return spent
 
 
 CASES: dict[str, tuple[str, int]] = {

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from corral.config import Config
+from corral.worker.clientlog import client_log
 from corral.worker.serving import Server
 from hypothesis.configuration import set_hypothesis_home_dir
 
@@ -195,6 +196,12 @@ def start_server(
         if running.error is not None:
             raise running.error
     return running
+
+
+@pytest.fixture(autouse=True)
+def fresh_client_log() -> None:
+    """Each test starts with the whole budget of client-caused log lines (see clientlog)."""
+    client_log.reset()
 
 
 @pytest.fixture(params=STACKS, ids=["-".join(s) for s in STACKS])

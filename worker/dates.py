@@ -10,12 +10,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from email.utils import formatdate
+
+# English names whatever the locale (RFC 9110 §5.6.7); email.utils would do the same, at
+# about 1 MB of imports per worker.
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def format_http_date(timestamp: float) -> bytes:
-    """``Tue, 24 Nov 2026 21:46:48 GMT`` for a POSIX timestamp."""
-    return formatdate(timestamp, usegmt=True).encode("ascii")
+    """``Tue, 24 Nov 2026 21:46:48 GMT`` (IMF-fixdate) for a POSIX timestamp."""
+    t = time.gmtime(timestamp)
+    return b"%s, %02d %s %04d %02d:%02d:%02d GMT" % (
+        _DAYS[t.tm_wday].encode(),
+        t.tm_mday,
+        _MONTHS[t.tm_mon - 1].encode(),
+        t.tm_year,
+        t.tm_hour,
+        t.tm_min,
+        t.tm_sec,
+    )
 
 
 class DateClock:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.worker.asgi.lifespan import Lifespan
 from corral.worker.balance import RETRY_DELAY, Balancer, balancer_for
+from corral.worker.clientlog import Kind, client_log
 from corral.worker.edge.accept import Edge, connect_edge
 from corral.worker.http1.parsers import ParserLimits
 from corral.worker.http1.protocol import HTTP1Protocol, ListenerFacts
@@ -111,7 +112,8 @@ class Acceptor:
                 continue
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    logger.error("Out of resources accepting connections (%s); pausing", exc)
+                    message = "Out of resources accepting connections (%s); pausing"
+                    client_log(Kind.ACCEPT_OVERLOAD, logging.ERROR, message, exc)
                     self._pause(self.overload_pause)
                     return
                 raise
@@ -252,6 +254,7 @@ class Server:
             on_started()
         await self._wake.wait()
         await self._shutdown()
+        client_log.flush()  # the summaries of lines left out, before the last line
         logger.info("Finished server process [%d]", pid)
 
     async def _startup(self, sockets: list[socket.socket] | None) -> None:

@@ -21,7 +21,6 @@ import asyncio
 import faulthandler
 import logging
 import os
-import random
 import signal
 import socket
 import sys
@@ -65,6 +64,10 @@ class Link:
 def _max_requests(config: Config) -> int | None:
     if config.limit_max_requests is None:
         return None
+    if not config.limit_max_requests_jitter:
+        return config.limit_max_requests
+    import random  # only with a jitter: the module is 400 KB a worker need not carry
+
     return config.limit_max_requests + random.randint(0, config.limit_max_requests_jitter)
 
 

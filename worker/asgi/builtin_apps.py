@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
+
+from corral.worker.clientlog import Kind, client_log
 
 if TYPE_CHECKING:
     from corral.worker.asgi.types import ASGIReceive, ASGISend, Scope
@@ -13,6 +16,7 @@ _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 
 async def overloaded_app(scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
     """Answers 503 with Connection: close once ``--limit-concurrency`` is reached."""
+    client_log(Kind.OVER_CONCURRENCY, logging.WARNING, "Exceeded concurrency limit.")
     await send(
         {
             "type": "http.response.start",

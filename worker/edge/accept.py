@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from corral.tls import create_ssl_context
+from corral.worker.clientlog import Kind, client_log
 from corral.worker.edge.proxy_headers import TrustedProxies, parse_trusted
 from corral.worker.edge.proxy_protocol import Invalid, Parsed, parse
 
@@ -165,13 +166,19 @@ async def connect_edge(
             ssl_handshake_timeout=edge.handshake_timeout if edge.ssl else None,
         )
     except ProxyHeaderError as exc:
-        log = logger.debug if exc.quiet else logger.warning
-        log("Refused connection from %s: %s", _describe(conn, proxied), exc)
+        if exc.quiet:
+            logger.debug("Refused connection from %s: %s", _describe(conn, proxied), exc)
+        else:
+            who = _describe(conn, proxied)
+            client_log(
+                Kind.PROXY_REFUSED, logging.WARNING, "Refused connection from %s: %s", who, exc
+            )
         conn.close()
     except OSError as exc:  # includes ssl.SSLError, resets and TimeoutError
         who = _describe(conn, proxied)
         if phase == "PROXY header" and isinstance(exc, TimeoutError):
-            logger.warning("Refused connection from %s: no PROXY header in time", who)
+            message = "Refused connection from %s: no PROXY header in time"
+            client_log(Kind.PROXY_REFUSED, logging.WARNING, message, who)
         elif phase == "PROXY header":
             logger.debug("Connection from %s failed before its PROXY header: %s", who, exc)
         else:

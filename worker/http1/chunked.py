@@ -11,7 +11,8 @@ import enum
 import re
 from collections.abc import Callable
 
-from corral.worker.http1.prescan import FIELD_BLOCK, TCHAR, ParseError, ParserLimits
+from corral.grammar import TCHAR
+from corral.worker.http1.prescan import FIELD_BLOCK, ParseError, ParserLimits
 
 _QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
 _BWS = rb"[ \t]*"

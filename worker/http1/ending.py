@@ -18,6 +18,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from corral.worker.clientlog import Kind, client_log
 from corral.worker.http1.connstate import ConnState, check_transition
 from corral.worker.http1.writer import simple_response
 from corral.worker.transport.base import PAUSE_BODY, PAUSE_PIPELINE, TransportBase
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from corral.worker.http1.parsers import ParseError, RequestHead, RequestReader
     from corral.worker.state import ServerState, ShutdownReason
 
-logger = logging.getLogger("corral.error")
 
 #: How long a connection accepted but still silent when the drain starts may take to send
 #: its first request: bytes already on the way arrive within a round trip, and a second
@@ -111,7 +111,9 @@ class ConnectionEnding(TransportBase):
             if self._active is None and not self._queue:
                 self.close_connection()  # keep-alive expired, or a silent fresh connection
         elif st is ConnState.HEAD:
-            logger.info(
+            client_log(
+                Kind.HEAD_TIMEOUT,
+                logging.INFO,
                 "Request head from %s not complete within %ss; sent 408",
                 self.client_text or "client",
                 self._head_timeout,
@@ -121,7 +123,9 @@ class ConnectionEnding(TransportBase):
             if self.read_paused:  # corral paused reading: not the client's stall
                 self._deadline_in(self._body_timeout)
                 return
-            logger.info(
+            client_log(
+                Kind.BODY_TIMEOUT,
+                logging.INFO,
                 "Request body from %s stalled for %ss; closing",
                 self.client_text or "client",
                 self._body_timeout,
@@ -160,7 +164,9 @@ class ConnectionEnding(TransportBase):
         self._pending_error = (status, reason)
 
     def _on_parse_error(self, exc: ParseError) -> None:
-        logger.warning(
+        client_log(
+            Kind.BAD_REQUEST,
+            logging.WARNING,
             "Invalid HTTP request received (%s %s from %s).",  # uvicorn's words, then why
             exc.status,
             exc.reason,

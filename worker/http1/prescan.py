@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from corral.grammar import TCHAR, TOKEN
+
 if TYPE_CHECKING:
     from corral.config import Config
 
@@ -65,8 +67,7 @@ class RequestHead:
     chunked: bool
 
 
-# --- grammar (RFC 9110 §5.6.2 token, §5.5 field values; RFC 9112 §3, §5, §7.1) ---------
-TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
+# --- grammar (tokens: corral.grammar; RFC 9110 §5.5 values; RFC 9112 §3, §5, §7.1) ---
 #: request-line: token SP target SP HTTP-version. Targets are visible ASCII only (RFC 3986);
 #: raw UTF-8 in a target is refused, as h11 and llhttp both do.
 #: A "#" (fragment) never belongs in a request target (RFC 9112 §3.2), so it is refused too.
@@ -198,7 +199,7 @@ def _request_line_problem(line: bytes) -> str:
     parts = line.split(b" ")
     if len(parts) != 3:
         return "malformed request line"
-    if not re.fullmatch(rb"[" + TCHAR + rb"]+", parts[0]):
+    if not TOKEN.fullmatch(parts[0]):
         return "invalid method"
     if not re.fullmatch(rb"[\x21\x22\x24-\x7e]+", parts[1]):
         return "invalid request target"
@@ -219,7 +220,7 @@ def _field_problem(block: bytes) -> str:
             return "empty header name"
         if name[-1:] in (b" ", b"\t"):
             return "whitespace before colon"
-        if re.fullmatch(rb"[" + TCHAR + rb"]+", name) is None:
+        if TOKEN.fullmatch(name) is None:
             return "invalid header name"
         if b"\x00" in value or b"\r" in value:
             return "NUL or CR in header value"

@@ -14,10 +14,11 @@ so every framing rule is testable without a socket:
 
 from __future__ import annotations
 
-import re
 from enum import Enum
 from http import HTTPStatus
 from typing import Any, NamedTuple, Protocol
+
+from corral.grammar import TOKEN
 
 
 class InvalidResponseHeader(ValueError):
@@ -42,10 +43,6 @@ class HeaderDefaults(Protocol):
 
     def header_block_without(self, exclude: set[bytes]) -> bytes: ...
 
-
-#: A field name is a token (RFC 9110 §5.1): a space or colon in one would let a downstream
-#: parser read a different header than the app wrote.
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 _STATUS_LINES: dict[int, bytes] = {}
 _STATUS_TEXT: dict[int, str] = {}
@@ -108,7 +105,7 @@ def _analyse(
                 f"header names and values must be bytes; header {name!r} has a"
                 f" {type(name).__name__} name and a {type(value).__name__} value"
             )
-        if _TOKEN.fullmatch(name) is None:
+        if TOKEN.fullmatch(name) is None:  # a space or colon would split the header
             raise InvalidResponseHeader(f"invalid header name {name!r}")
         lname = name.lower()
         kind = _SPECIAL.get(lname)

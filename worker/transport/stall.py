@@ -16,7 +16,7 @@ import logging
 import socket
 import struct
 
-logger = logging.getLogger("corral.error")
+from corral.worker.clientlog import Kind, client_log
 
 #: SO_LINGER on, zero seconds: closing resets the connection and drops the unsent bytes,
 #: instead of leaving the kernel an orphan socket that keeps trying to deliver them.
@@ -93,7 +93,9 @@ class StallGuard:
             self._seen = now
             self._handle = self._loop.call_later(self._timeout, self._check)
         elif verdict is Progress.STALLED:
-            logger.info(
+            client_log(
+                Kind.SEND_STALL,
+                logging.INFO,
                 "Client %s read nothing for %ss with %d bytes waiting; connection aborted",
                 self._client or "(unknown)",
                 self._timeout,

@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from corral.worker.asgi.types import Message
+from corral.worker.clientlog import Kind, client_log
 from corral.worker.state import ServerState, ShutdownReason
 from corral.worker.transport.base import ClientDisconnected
 from corral.worker.websocket import handshake as ws_handshake
@@ -321,6 +322,7 @@ class WebSocketConnection(WebSocketOpening):
 
     def _ping_timed_out(self) -> None:
         if self.phase is Phase.OPEN:
-            logger.info("WebSocket keepalive ping timed out; closing %s", self.client_text)
+            message = "WebSocket keepalive ping timed out; closing %s"
+            client_log(Kind.WS_PING_TIMEOUT, logging.INFO, message, self.client_text)
             self.ws.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
             self._flush()

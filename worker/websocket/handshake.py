@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from corral.config import Config
+from corral.grammar import TOKEN
 from corral.worker.asgi.pathsend import EXTENSION as PATHSEND
 from corral.worker.asgi.types import Message
 from websockets.datastructures import Headers
@@ -34,9 +35,8 @@ ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 _DEFLATE_WINDOW_BITS = 12
 _DEFLATE_MEM_LEVEL = 5
 
-# Header names and values the app may put in a handshake answer: RFC 9110 tokens, and values
-# without CR, LF or NUL (anything else would let an app split the response).
-_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+# Header names the app puts in a handshake answer must be RFC 9110 tokens, and values may
+# not hold CR, LF or NUL (either would let an app split the response).
 _VALUE = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")
 
 #: websockets' handshake logs (debug only) go under corral's error logger.
@@ -132,7 +132,7 @@ def _check_headers(headers: Iterable[Any]) -> list[tuple[bytes, bytes]]:
         name, value = item
         name = bytes(name)
         value = bytes(value)
-        if not _TOKEN.fullmatch(name):
+        if not TOKEN.fullmatch(name):
             raise HandshakeError(f"invalid header name {name!r}")
         if not _VALUE.fullmatch(value):
             raise HandshakeError(f"invalid header value {value!r} for {name!r}")
