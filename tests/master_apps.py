@@ -23,7 +23,6 @@ import time
 from typing import Any
 
 from tests.apps import serve_lifespan
-from tests.conftest import wait_for
 
 VERSION = os.environ.get("MASTER_APPS_VERSION", "1")
 _hoard: list[bytearray] = []
@@ -211,8 +210,12 @@ class Running:
 
 
 def wait_until(predicate: Any, timeout: float, what: str = "condition") -> None:
-    """:func:`tests.conftest.wait_for`, in the argument order the supervisor tests use."""
-    wait_for(predicate, timeout, what)
+    """Poll ``predicate`` until true or ``timeout`` seconds pass (then AssertionError)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
 
 
 def title(pid: int) -> str:
