@@ -11,7 +11,7 @@ import io
 import logging
 import logging.config
 
-from corral import daemon
+from corral import daemon, fdlimit
 from corral.config import Config
 from corral.errors import ConfigError, CorralError, ExitCode
 from corral.listeners import close_listeners, open_listeners
@@ -84,6 +84,9 @@ def serve_config(config: Config) -> ExitCode:
 
 def _serve(config: Config) -> ExitCode:
     warning = daemon.pid1_warning(config.supervised)
+    if warning:
+        logger.warning("%s", warning)
+    warning = fdlimit.low_limit_warning(config, *fdlimit.raise_soft_limit())
     if warning:
         logger.warning("%s", warning)
     identity = daemon.resolve_identity(config.user, config.group)

@@ -37,20 +37,26 @@ CANCEL_GRACE = 1.0
 
 
 class Acceptor:
-    """Accepts connections from one listening socket shared with sibling workers.
+    """Accepts connections from one listening socket, alone or shared with sibling workers.
 
     ``loop.create_server`` accepts until the queue is empty, so with several forked workers
     on one socket whichever wakes first takes every waiting connection. Taking at most
     :attr:`batch` per wake-up leaves the rest to the siblings, which spreads the load;
     with a :class:`~corral.worker.balance.Balancer` a worker ahead of its least-loaded
     sibling also leaves the socket alone for a moment (see :mod:`corral.worker.balance`).
+
+    A single process uses it too, because of what happens out of file descriptors: libuv
+    (uvloop's ``create_server``) then accepts and closes waiting connections without a
+    word, while this acceptor logs the error (rate-limited) and leaves them queued in the
+    kernel's backlog for a moment, as trio does for the same errno set.
     """
 
     #: Connections accepted per readiness callback: enough to keep up with bursts in one
     #: loop turn, few enough that a sibling woken by the same event finds work too.
     batch = 8
-    #: Pause after EMFILE/ENFILE/ENOBUFS/ENOMEM so a process out of descriptors doesn't spin.
-    overload_pause = 0.5
+    #: Pause after EMFILE/ENFILE/ENOBUFS/ENOMEM so a process out of descriptors doesn't
+    #: spin, short enough that it resumes soon after connections close (trio's 0.1 s).
+    overload_pause = 0.1
 
     def __init__(
         self,
@@ -171,7 +177,6 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._acceptors: list[Acceptor] = []
-        self._servers: list[asyncio.AbstractServer] = []
         self._own_listeners: list[Listener] = []
         self._lifespan: Lifespan | None = None
         #: The master's shared load table (forked workers only; see corral.worker.balance).
@@ -285,15 +290,10 @@ class Server:
         for sock in sockets:
             facts = ListenerFacts.of(sock, edge.ssl is not None)
             factory = functools.partial(HTTP1Protocol, state, limits, loop, listener=facts)
-            if config.supervised or edge.needs_acceptor:
-                acceptor = Acceptor(
-                    loop, sock, factory, edge if edge.needs_acceptor else None, self._balancer
-                )
-                acceptor.start()
-                self._acceptors.append(acceptor)
-            else:  # alone on the socket: the loop's own accept path is the fastest
-                server = await loop.create_server(factory, sock=sock, backlog=config.backlog)
-                self._servers.append(server)
+            edged = edge if edge.needs_acceptor else None
+            acceptor = Acceptor(loop, sock, factory, edged, self._balancer)
+            acceptor.start()
+            self._acceptors.append(acceptor)
         self.started = True
         if self._own_listeners:
             from corral.logging import banner_lines
@@ -322,8 +322,6 @@ class Server:
             await asyncio.wait(setups, timeout=self.config.timeout_graceful_shutdown)
         for task in setups:
             task.cancel()  # still not through its handshake: drop it
-        for server in self._servers:
-            server.close()
         state.draining = True
         for conn in list(state.connections):
             conn.start_drain()
