@@ -5,8 +5,14 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from corral.config import Config
 from corral.worker.deadlines import MAX_INTERVAL, MIN_INTERVAL, DeadlineSweep
-from corral.worker.http1.protocol import ListenerFacts
+from corral.worker.http1.parsers import ParserLimits
+from corral.worker.http1.protocol import HTTP1Protocol, ListenerFacts
+from corral.worker.state import ServerState
+
+from tests import apps
+from tests.conftest import FakeTransport
 
 
 class Conn:
@@ -66,3 +72,22 @@ def test_listener_facts() -> None:
                 assert facts.server == ("127.0.0.1", sock.getsockname()[1])
             else:
                 assert facts.server is None
+
+
+def test_timeouts_hold_within_half_a_second() -> None:
+    """Each timeout is a deadline at exactly its length, and the sweep looks at least every
+    0.25 s, so no timeout fires more than 0.25 s late (the issue asks for 0.5 s)."""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        config = Config(app=apps.hello, lifespan="off", timeout_keep_alive=7.0)
+        state = ServerState(config, apps.hello)
+        protocol = HTTP1Protocol(state, ParserLimits.from_config(config), loop)
+        protocol.connection_made(FakeTransport())
+        head_due = protocol.deadline - loop.time()
+        assert config.timeout_request_header - 0.05 < head_due <= config.timeout_request_header
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert 6.95 < protocol.deadline - loop.time() <= 7.0  # keep-alive, from the response
+        assert state.deadline_sweep(loop).interval <= 0.25
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
