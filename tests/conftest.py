@@ -51,6 +51,73 @@ def wait_for(condition: Callable[[], Any], timeout: float = DEADLINE, message: s
         time.sleep(0.002)
 
 
+class FakeTransport(asyncio.Transport):
+    """The one stand-in transport of the sans-I/O protocol tests: it records what a
+    connection does to it (writes, pauses, closes) and takes every write at once.
+
+    ``buffered`` is what ``get_write_buffer_size`` reports; ``calls`` lists the pause,
+    resume and abort calls in order; with a ``protocol`` set (``set_protocol``), ``abort``
+    tells it the connection is lost, as a real transport does.
+    """
+
+    def __init__(self, extra: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.extra = {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}
+        self.extra.update(extra or {})
+        self.written = bytearray()
+        self.writes: list[bytes] = []
+        self.calls: list[str] = []
+        self.reading = True
+        self.pauses = 0
+        self.closed = False
+        self.eof_written = False
+        self.buffered = 0
+        self.protocol: Any = None
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.extra.get(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.calls.append("abort")
+        self.closed = True
+        if self.protocol is not None:
+            self.protocol.connection_lost(None)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof_written = True
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+        self.reading = False
+        self.pauses += 1
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+        self.reading = True
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
 def new_loop(kind: str) -> asyncio.AbstractEventLoop:
     if kind == "uvloop":
         import uvloop

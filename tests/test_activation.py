@@ -27,6 +27,8 @@ from corral.activation import (
 )
 from corral.errors import ConfigError
 
+from tests import conftest
+
 DEADLINE = 20.0
 
 # Places the given descriptors at 3, 4, ... and sets LISTEN_PID to its own pid, which exec
@@ -295,14 +297,8 @@ def test_harness_refuses_a_datagram_socket(closing: list[socket.socket]) -> None
 
 
 def wait_for(predicate: Callable[[], object], what: str, timeout: float = DEADLINE) -> object:
-    """Poll ``predicate()`` until it returns something truthy, failing after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    """:func:`tests.conftest.wait_for`, in the argument order these tests use."""
+    return conftest.wait_for(predicate, timeout, what)
 
 
 @pytest.mark.skipif(

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import trustme
 from corral.worker.http1.protocol import HTTP1Protocol
-from corral.worker.transport.flow import FlowControl
 from corral.worker.websocket.connection import WebSocketConnection
 from websockets.sync.client import connect as ws_connect
 
@@ -29,7 +28,7 @@ from tests.ws_apps import echo
 
 #: Objects a closed connection must not leave behind (gc-tracked, so a cycle keeps them
 #: visible to gc.get_objects() while the collector is off).
-CONNECTION_TYPES = (HTTP1Protocol, WebSocketConnection, FlowControl, ssl.SSLObject)
+CONNECTION_TYPES = (HTTP1Protocol, WebSocketConnection, ssl.SSLObject)
 
 
 def leftovers() -> list[str]:

@@ -6,7 +6,7 @@ import threading
 
 import httpx
 import pytest
-from corral.worker.transport.flow import PAUSE_BODY, READ_HIGH_WATER
+from corral.worker.transport.base import PAUSE_BODY, READ_HIGH_WATER
 
 from tests import apps
 from tests.apps import Gate, Recorder
@@ -27,7 +27,7 @@ def test_unread_request_body_pauses_reading(http_server):
         sender = threading.Thread(target=raw.send, args=(b"x" * size,), daemon=True)
         sender.start()
         conn = wait_for(lambda: server.connections and server.connections[0])
-        wait_for(lambda: conn.flow.read_paused & PAUSE_BODY, message="reading to pause")
+        wait_for(lambda: conn.read_paused & PAUSE_BODY, message="reading to pause")
         cycle = conn._active
         assert cycle is not None
         assert cycle.buffered <= READ_HIGH_WATER + READ_SLACK
@@ -47,7 +47,7 @@ def test_slow_reader_bounds_response_buffer(http_server):
     with RawClient(server.port) as raw:
         raw.send(get())
         conn = wait_for(lambda: server.connections and server.connections[0])
-        wait_for(lambda: conn.flow.write_paused, message="writing to pause")
+        wait_for(lambda: conn.write_paused, message="writing to pause")
         assert conn.transport.get_write_buffer_size() <= 1024 * 1024
         assert sent.snapshot()[-1] < total  # the app is held back, not finished
         response = raw.read_response()

@@ -217,7 +217,7 @@ def test_slow_reader_does_not_buffer_the_whole_file(http_server, tmp_path):
         def paused_buffer() -> int | None:
             """The write buffer once the server waits for the client; None before."""
             conns = server.connections
-            if conns and conns[0].flow.write_paused:
+            if conns and conns[0].write_paused:
                 return int(conns[0].transport.get_write_buffer_size())
             return None
 

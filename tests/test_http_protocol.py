@@ -13,46 +13,7 @@ from corral.worker.http1.protocol import DRAIN_GRACE, ConnState, HTTP1Protocol
 from corral.worker.state import ServerState
 
 from tests import apps
-
-
-class FakeTransport(asyncio.Transport):
-    """Records writes and reading/closing calls."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.reading = True
-        self.closed = False
-        self.eof_written = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}.get(
-            name, default
-        )
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += data
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        self.eof_written = True
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def get_write_buffer_size(self) -> int:
-        return 0
+from tests.conftest import FakeTransport
 
 
 async def run_protocol(
@@ -84,7 +45,9 @@ def test_reading_resumes_after_unread_body_response():
         protocol.data_received(
             b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 150000\r\n\r\n" + body
         )
-        assert not transport.reading  # paused: more than the high-water mark is unread
+        # Paused once more than the high-water mark was unread (the app, run at once, may
+        # already have answered and resumed it).
+        assert transport.pauses == 1
         await settle()
         assert transport.written.startswith(b"HTTP/1.1 200 OK")
         assert transport.reading  # the app answered without reading: resume for the next
@@ -157,11 +120,9 @@ def test_drain_closes_silent_idle_connection_after_grace():
         await settle()
         protocol.start_drain()
         assert not transport.closed
-        timer = protocol._timer
-        assert timer is not None
-        assert timer.when() - asyncio.get_running_loop().time() <= DRAIN_GRACE
-        timer.cancel()
-        protocol._on_timeout()  # what the grace timer runs when it fires
+        assert 0 < protocol.deadline - asyncio.get_running_loop().time() <= DRAIN_GRACE
+        protocol.deadline = 0.0
+        protocol.on_deadline()  # what the sweep runs once the grace has passed
         assert transport.closed
 
 
@@ -215,3 +176,56 @@ def test_streamed_chunks_of_one_loop_turn_go_out_in_one_write():
         assert transport.written.endswith(b"4\r\nfour\r\n0\r\n\r\n")
 
     asyncio.run(run_protocol(app, steps))
+
+
+def test_app_answering_at_once_needs_no_task_or_loop_turn():
+    """An app that answers without waiting is run and written within data_received: the
+    response is out before the loop turns, and no task is left in flight."""
+
+    async def steps(protocol: HTTP1Protocol, transport: FakeTransport) -> None:
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert transport.written.startswith(b"HTTP/1.1 200 OK")  # no await in between
+        assert not protocol.state.tasks
+        assert protocol._st is ConnState.IDLE and protocol.deadline > 0  # keep-alive clock
+
+    asyncio.run(run_protocol(apps.hello, steps))
+
+
+def test_app_that_waits_keeps_one_task_from_its_first_line():
+    """An app started at once that then waits carries on as one ordinary task, counted in
+    flight, and asyncio.current_task() is that task before and after its first wait."""
+    seen: list[object] = []
+    release = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(asyncio.current_task())
+        await release.wait()
+        seen.append(asyncio.current_task())
+        await apps.hello(scope, receive, send)
+
+    async def steps(protocol: HTTP1Protocol, transport: FakeTransport) -> None:
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert len(seen) == 1 and seen[0] is not None  # the first step ran at once
+        assert list(protocol.state.tasks) == seen
+        release.set()
+        await settle()
+        assert seen[0] is seen[1]
+        assert transport.written.startswith(b"HTTP/1.1 200 OK")
+        assert not protocol.state.tasks
+
+    asyncio.run(run_protocol(app, steps))
+
+
+def test_long_pipeline_in_one_read_is_answered_in_order():
+    """Thousands of pipelined requests in one read are answered in order, without the
+    apps (run at once) nesting into each other."""
+
+    async def steps(protocol: HTTP1Protocol, transport: FakeTransport) -> None:
+        protocol.data_received(
+            b"".join(b"GET /%d HTTP/1.1\r\nHost: t\r\n\r\n" % i for i in range(3000))
+        )
+        await settle()
+        assert transport.written.count(b"HTTP/1.1 200 OK") == 3000
+        assert transport.reading
+
+    asyncio.run(run_protocol(apps.hello, steps))

@@ -10,6 +10,7 @@ from corral.config import Config
 from corral.worker.dates import DateClock, format_http_date
 from corral.worker.http1.writer import (
     BodyMode,
+    HeadFraming,
     InvalidResponseHeader,
     ResponseFramer,
     simple_response,
@@ -35,9 +36,7 @@ def head(
         status,
         headers,
         DEFAULTS,
-        no_body=no_body,
-        http10=http10,
-        keep_alive=keep_alive,
+        HeadFraming(no_body=no_body, http10=http10, keep_alive=keep_alive),
         body_len=body_len,
     )
     return data, framer

@@ -13,7 +13,7 @@ import pytest
 from corral.worker.transport.stall import Progress, StallGuard, progress
 
 from tests.apps import Recorder
-from tests.conftest import DEADLINE, RawClient, get, wait_for
+from tests.conftest import DEADLINE, FakeTransport, RawClient, get, wait_for
 
 BIG = 8 * 1024 * 1024  # far more than the kernel's socket buffers hold on loopback
 
@@ -32,36 +32,20 @@ def test_progress(before: int, now: int, verdict: Progress) -> None:
     assert progress(before, now) is verdict
 
 
-class StandInTransport:
-    """The three things the guard uses from a transport."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.aborted = False
-
-    def get_write_buffer_size(self) -> int:
-        return self.size
-
-    def get_extra_info(self, name: str) -> Any:
-        return None
-
-    def abort(self) -> None:
-        self.aborted = True
-
-
 def test_guard_keeps_a_slow_reader_and_cuts_a_stalled_one() -> None:
     """Each look that finds the buffer smaller re-arms; the first that does not aborts."""
     loop = asyncio.new_event_loop()
     try:
-        transport = StandInTransport(3000)
+        transport = FakeTransport()
+        transport.buffered = 3000
         guard = StallGuard(loop, transport, 60.0, "203.0.113.9:4000")  # type: ignore[arg-type]
         guard.watch()
         for size in (2000, 1000):  # the client read a little before each look
-            transport.size = size
+            transport.buffered = size
             guard._check()
-            assert not transport.aborted and guard._handle is not None
+            assert "abort" not in transport.calls and guard._handle is not None
         guard._check()  # nothing read since the last look
-        assert transport.aborted and guard._handle is None
+        assert transport.calls == ["abort"] and guard._handle is None
     finally:
         loop.close()
 
@@ -70,7 +54,7 @@ def test_guard_disabled_never_arms() -> None:
     """(An idle connection never makes a guard at all: tests/test_transport.py.)"""
     loop = asyncio.new_event_loop()
     try:
-        StallGuard(loop, StandInTransport(10), 0.0, "").watch()  # type: ignore[arg-type]
+        StallGuard(loop, FakeTransport(), 0.0, "").watch()  # type: ignore[arg-type]
         assert not loop._scheduled  # type: ignore[attr-defined]
     finally:
         loop.close()

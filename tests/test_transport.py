@@ -15,48 +15,13 @@ from corral.worker.transport.base import (
     TransportBase,
 )
 
-
-class StandInTransport:
-    """What the base uses from a transport, recorded."""
-
-    def __init__(self) -> None:
-        self.reading = True
-        self.closing = False
-        self.buffered = 0
-        self.writes: list[bytes] = []
-        self.calls: list[str] = []
-
-    def pause_reading(self) -> None:
-        self.calls.append("pause")
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.calls.append("resume")
-        self.reading = True
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def get_write_buffer_size(self) -> int:
-        return self.buffered
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def close(self) -> None:
-        self.closing = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-    def abort(self) -> None:
-        self.calls.append("abort")
+from tests.conftest import FakeTransport
 
 
 class Conn(TransportBase):
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout_send: float = 60.0) -> None:
         self._loop = loop
-        self.stand_in = StandInTransport()
+        self.stand_in = FakeTransport()
         self.attach(self.stand_in, timeout_send)  # type: ignore[arg-type]
 
     @property
@@ -89,7 +54,7 @@ def test_reading_resumes_only_when_no_reason_is_left(loop: Any) -> None:
 def test_no_resume_on_a_closing_or_lost_transport(loop: Any) -> None:
     conn = Conn(loop)
     conn.pause_reading(PAUSE_BODY)
-    conn.stand_in.closing = True
+    conn.stand_in.closed = True
     conn.resume_reading(PAUSE_BODY)
     lost = Conn(loop)
     lost.transport_lost()

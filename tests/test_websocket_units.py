@@ -18,6 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from websockets.frames import BINARY, CONT, PING, TEXT, Frame
 
+from tests.conftest import FakeTransport
+
 
 def http_scope(**overrides: Any) -> dict[str, Any]:
     headers = {
@@ -260,54 +262,6 @@ def test_assembler_binary_fragments(pieces: list[bytes]) -> None:
 
 
 # --- the connection on a fake transport ------------------------------------------------------
-class FakeTransport:
-    """Records what the connection does to its transport."""
-
-    def __init__(self) -> None:
-        self.written = bytearray()
-        self.reading = True
-        self.closed = False
-        self.eof = False
-        self.protocol: Any = None
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def write_eof(self) -> None:
-        self.eof = True
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_write_buffer_size(self) -> int:
-        return 0  # everything written is taken at once
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-        self.protocol.connection_lost(None)
-
-    def is_reading(self) -> bool:
-        return self.reading
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def set_protocol(self, protocol: Any) -> None:
-        self.protocol = protocol
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-
 def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
     return Frame(opcode, payload, fin).serialize(mask=True)
 

@@ -21,7 +21,7 @@ from corral.worker.balance import RETRY_DELAY, Balancer, balancer_for
 from corral.worker.clientlog import Kind, client_log
 from corral.worker.edge.accept import Edge, connect_edge
 from corral.worker.http1.parsers import ParserLimits
-from corral.worker.http1.protocol import HTTP1Protocol
+from corral.worker.http1.protocol import HTTP1Protocol, ListenerFacts
 from corral.worker.state import ServerState, ShutdownReason
 
 if TYPE_CHECKING:
@@ -283,11 +283,13 @@ class Server:
             sockets = [listener.sock for listener in self._own_listeners]
         state.clock.start(loop)
         state.task_context = contextvars.copy_context()  # see ServerState.task_context
-        factory = functools.partial(HTTP1Protocol, state, ParserLimits.from_config(config), loop)
+        limits = ParserLimits.from_config(config)
         self._balancer = balancer_for(self.load_table, state.connections)
         if self._balancer is not None:
             state.on_change = self._balancer.changed  # a closed connection lowers the load
         for sock in sockets:
+            facts = ListenerFacts.of(sock, edge.ssl is not None)
+            factory = functools.partial(HTTP1Protocol, state, limits, loop, listener=facts)
             edged = edge if edge.needs_acceptor else None
             acceptor = Acceptor(loop, sock, factory, edged, self._balancer)
             acceptor.start()

@@ -14,7 +14,9 @@ from collections.abc import Callable, Coroutine
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from corral.worker.asgi.eager import start_eager
 from corral.worker.dates import DateClock
+from corral.worker.deadlines import DeadlineSweep
 
 if TYPE_CHECKING:
     from corral.config import Config
@@ -88,6 +90,24 @@ class ServerState:
         self._idle_waiter: asyncio.Future[None] | None = None
         #: Called by :meth:`notify_change` (a forked worker republishes its load with it).
         self.on_change: Callable[[], None] | None = None
+        self._sweep: DeadlineSweep | None = None
+
+    def deadline_sweep(self, loop: asyncio.AbstractEventLoop) -> DeadlineSweep:
+        """The process's one deadline sweep (made by the first HTTP connection)."""
+        sweep = self._sweep
+        if sweep is None:
+            config = self.config
+            timeouts = [
+                t
+                for t in (
+                    config.timeout_keep_alive,
+                    config.timeout_request_header,
+                    config.timeout_request_body,
+                )
+                if t > 0
+            ]
+            sweep = self._sweep = DeadlineSweep(loop, min(timeouts))
+        return sweep
 
     def refresh_logging(self) -> None:
         """Decide once whether access lines are wanted (config flag and logger level)."""
@@ -137,6 +157,20 @@ class ServerState:
         self.tasks.add(task)
         task.add_done_callback(self.task_done)
         return task
+
+    def start_request(
+        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
+    ) -> None:
+        """Run one HTTP request's app coroutine, its first step at once (see asgi.eager).
+
+        The same context as :meth:`start_task`; a request that waits is counted as a task
+        from then on, one answered in its first step never was in flight.
+        """
+        context = contextvars.Context() if self._fresh_contexts else self.task_context.copy()
+        task = start_eager(loop, coro, context)
+        if task is not None:
+            self.tasks.add(task)
+            task.add_done_callback(self.task_done)
 
     def task_done(self, task: asyncio.Task[None]) -> None:
         """Done callback of every app task (see :meth:`start_task`)."""

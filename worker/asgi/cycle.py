@@ -1,7 +1,8 @@
 """One HTTP request/response cycle: the ``receive()`` and ``send()`` an app gets.
 
-The connection protocol (:mod:`corral.worker.http1.protocol`) creates a :class:`RequestCycle` per
-request head, feeds it body bytes, and runs :meth:`RequestCycle.run_asgi` as a task. The
+The connection protocol (:mod:`corral.worker.http1.protocol`) creates a :class:`RequestCycle`
+per request head, feeds it body bytes, and runs :meth:`RequestCycle.run_asgi` (its first
+step at once, see :mod:`corral.worker.asgi.eager`). The
 cycle enforces ASGI message order, frames the response through
 :class:`~corral.worker.http1.writer.ResponseFramer`, and turns app failures into a 500 (before the
 response started) or a closed connection (after). Its log lines are built in
@@ -13,32 +14,31 @@ from __future__ import annotations
 import asyncio
 import logging
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from corral.worker.asgi import cycle_log, pathsend
 from corral.worker.asgi.cycle_log import log_access  # per response: one name lookup, not two
 from corral.worker.http1.writer import (
     BodyMode,
+    HeadFraming,
     InvalidResponseHeader,
     ResponseFramer,
     simple_response,
 )
-from corral.worker.transport.flow import (
-    PAUSE_BODY,
-    READ_HIGH_WATER,
-    ClientDisconnected,
-    FlowControl,
-)
+from corral.worker.transport.base import PAUSE_BODY, READ_HIGH_WATER, ClientDisconnected
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from corral.worker.asgi.types import ASGIApp, Message
+    from corral.worker.http1.parsers import RequestHead
     from corral.worker.state import ServerState
 
 logger = logging.getLogger("corral.error")
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Bodies up to this size are joined to the head (or chunk framing) in one buffer; bigger
-#: ones go out as separate buffers (``FlowControl.write_parts``: one vectored write on
+#: ones go out as separate buffers (``TransportBase.write_parts``: one vectored write on
 #: uvloop), so the body is never copied.
 COALESCE_LIMIT = 16384
 #: Streamed chunks are queued up to this many bytes before a write is forced: the transport's
@@ -67,16 +67,54 @@ class ASGIProtocolError(RuntimeError):
     """The app sent an ASGI message that is invalid at this point."""
 
 
+class RequestKind(NamedTuple):
+    """What a request's head decided about its response, for :class:`RequestCycle`."""
+
+    keep_alive: bool  # the connection may be reused after the response (so far)
+    expect_continue: bool  # the client waits for 100 Continue before sending its body
+    http10: bool  # an HTTP/1.0 request: no chunked response
+    no_body: bool  # a HEAD request: the response has no body
+
+    @staticmethod
+    def of(head: RequestHead, keep_alive: bool) -> RequestKind:
+        """The kind for ``head`` (one of 16 shared tuples: nothing is built per request)."""
+        http10 = head.http_version == "1.0"
+        return _KINDS[
+            keep_alive * 8
+            + (head.expect_continue and not http10) * 4
+            + http10 * 2
+            + (head.method == "HEAD")
+        ]
+
+
+_KINDS = [RequestKind(bool(i & 8), bool(i & 4), bool(i & 2), bool(i & 1)) for i in range(16)]
+
+
 class CycleOwner(Protocol):
-    """What a cycle needs from its connection (implemented by the HTTP/1.1 protocol)."""
+    """What a cycle needs from its connection (implemented by the HTTP/1.1 protocol).
+
+    Only the transport and its flow control: nothing here is HTTP/1.1 framing, so an
+    HTTP/2 stream can own a cycle as well.
+    """
 
     transport: asyncio.Transport
-    flow: FlowControl
     state: ServerState
     client: tuple[str, int] | None
+    read_paused: int
+    write_paused: bool
 
     @property
     def client_text(self) -> str: ...
+
+    def pause_reading(self, reason: int) -> None: ...
+
+    def resume_reading(self, reason: int) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def write_parts(self, parts: Iterable[bytes]) -> None: ...
+
+    def write_batch(self, parts: list[bytes]) -> None: ...
 
     def response_complete(self, cycle: RequestCycle) -> None: ...
 
@@ -107,21 +145,10 @@ class RequestCycle:
         "waiter",
     )
 
-    def __init__(
-        self,
-        conn: CycleOwner,
-        scope: dict[str, Any],
-        keep_alive: bool,
-        expect_continue: bool,
-        http10: bool,
-        no_body: bool,
-    ) -> None:
+    def __init__(self, conn: CycleOwner, scope: dict[str, Any], kind: RequestKind) -> None:
         self.conn = conn
         self.scope = scope
-        self.keep_alive = keep_alive
-        self.expect_continue = expect_continue
-        self.http10 = http10
-        self.no_body = no_body  # a HEAD request
+        self.keep_alive, self.expect_continue, self.http10, self.no_body = kind
         self.chunks: list[bytes] = []
         self.buffered = 0
         self.body_complete = False
@@ -143,7 +170,7 @@ class RequestCycle:
         self.chunks.append(data)
         self.buffered += len(data)
         if self.buffered > READ_HIGH_WATER:
-            self.conn.flow.pause_reading(PAUSE_BODY)
+            self.conn.pause_reading(PAUSE_BODY)
         self._wake()
 
     def on_body_complete(self) -> None:
@@ -181,9 +208,9 @@ class RequestCycle:
                 body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 chunks.clear()
                 self.buffered = 0
-                flow = self.conn.flow
-                if flow.read_paused & PAUSE_BODY:
-                    flow.resume_reading(PAUSE_BODY)
+                conn = self.conn
+                if conn.read_paused & PAUSE_BODY:
+                    conn.resume_reading(PAUSE_BODY)
                 more = not self.body_complete
                 self.request_done = not more
                 return {"type": "http.request", "body": body, "more_body": more}
@@ -225,8 +252,8 @@ class RequestCycle:
             else:
                 raise self._out_of_order(kind)
             # Wait for room only when the transport's buffer is over its high-water mark.
-            if self.resp is _STREAMING and self.conn.flow.write_paused:
-                await self.conn.flow.drain()
+            if self.resp is _STREAMING and self.conn.write_paused:
+                await self.conn.drain()
         elif kind == "http.response.start":
             if resp is not _WAITING:
                 raise self._out_of_order(kind)
@@ -262,10 +289,10 @@ class RequestCycle:
                 self.status,
                 self.headers,
                 conn.state,
-                self.no_body,
-                self.http10,
                 # 100 never sent: the client may or may not send the body, so close after.
-                self.keep_alive and not self.expect_continue,
+                HeadFraming.of(
+                    self.no_body, self.http10, self.keep_alive and not self.expect_continue
+                ),
                 None if more else len(body),
             )
         except InvalidResponseHeader as exc:  # the app's status or headers, nothing else
@@ -282,7 +309,7 @@ class RequestCycle:
             if len(data) <= COALESCE_LIMIT:
                 conn.transport.write(head + data)
             else:
-                conn.flow.write_parts((head, data))
+                conn.write_parts((head, data))
         else:
             conn.transport.write(head)
         if framer.dropped:
@@ -321,7 +348,7 @@ class RequestCycle:
             self.corked = []  # still scheduled: the turn-end callback is due
             self.corked_size = 0
             if not self.disconnected:
-                self.conn.flow.write_batch(corked)
+                self.conn.write_batch(corked)
 
     def _more_body(self, message: Message) -> None:
         framer = self.framer

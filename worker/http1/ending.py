@@ -5,6 +5,11 @@ parser callbacks, scope, pipeline). What runs rarely lives in its base class her
 error answers for requests that can't be read, closing (with linger), the drain and shutdown
 of :class:`~corral.worker.state.ConnectionProtocol`, and the hand-off to the WebSocket
 protocol. The base declares the attributes it reads; the subclass owns them in its slots.
+
+Deadlines are numbers: :attr:`ConnectionEnding.deadline` is the next one (head, body,
+keep-alive, drain grace or linger, by state), and the process's
+:class:`~corral.worker.deadlines.DeadlineSweep` calls :meth:`ConnectionEnding.on_deadline`
+once it has passed.
 """
 
 from __future__ import annotations
@@ -16,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 from corral.worker.clientlog import Kind, client_log
 from corral.worker.http1.connstate import ConnState, check_transition
 from corral.worker.http1.writer import simple_response
-from corral.worker.transport.flow import PAUSE_BODY, PAUSE_PIPELINE, FlowControl
-from corral.worker.transport.stall import StallGuard
+from corral.worker.transport.base import PAUSE_BODY, PAUSE_PIPELINE, TransportBase
 
 if TYPE_CHECKING:
     from corral.worker.asgi.cycle import RequestCycle
     from corral.worker.asgi.types import ASGIApp
+    from corral.worker.deadlines import DeadlineSweep
     from corral.worker.http1.parsers import ParseError, RequestHead, RequestReader
     from corral.worker.state import ServerState, ShutdownReason
 
@@ -35,7 +40,7 @@ DRAIN_GRACE = 1.0
 LINGER = 2.0
 
 
-class ConnectionEnding(asyncio.Protocol):
+class ConnectionEnding(TransportBase):
     """Timeouts, failed reads, closing, drain, shutdown and WebSocket hand-off."""
 
     # Slots for the state both halves share; HTTP1Protocol adds the hot path's own.
@@ -45,35 +50,33 @@ class ConnectionEnding(asyncio.Protocol):
         "_draining",
         "_head_timeout",
         "_keep_alive_timeout",
-        "_last_body",
         "_loop",
         "_parsing",
         "_pending_error",
         "_queue",
         "_requests",
         "_st",
-        "_stall",
-        "_timer",
+        "_starting",
+        "_sweep",
         "_upgrade_head",
         "client",
-        "flow",
+        "deadline",
         "parser",
         "state",
-        "transport",
     )
 
     state: ServerState
-    transport: asyncio.Transport
-    flow: FlowControl
     parser: RequestReader
     client: tuple[str, int] | None
+    #: The next deadline in loop time (0: none); what it means depends on the state.
+    deadline: float
+    _sweep: DeadlineSweep
     _loop: asyncio.AbstractEventLoop
     _st: ConnState
-    _stall: StallGuard | None
-    _timer: asyncio.TimerHandle | None
-    _last_body: float
     _requests: int
     _active: RequestCycle | None
+    #: The app for ``_active`` when its first step is still to run (see HTTP1Protocol).
+    _starting: ASGIApp | None
     _parsing: RequestCycle | None
     _queue: list[tuple[RequestCycle, ASGIApp]]
     _pending_error: tuple[int, str] | None
@@ -97,39 +100,12 @@ class ConnectionEnding(asyncio.Protocol):
     def _to(self, new: ConnState) -> None:
         self._st = check_transition(self._st, new)
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    # --- a client that stops reading ----------------------------------------------------
-    def _stall_guard(self) -> StallGuard:
-        """The connection's slow-read guard, made on first need (most never need one)."""
-        guard = self._stall
-        if guard is None:
-            timeout = self.state.config.timeout_send
-            guard = self._stall = StallGuard(self._loop, self.transport, timeout, self.client_text)
-        return guard
-
-    def pause_writing(self) -> None:
-        self.flow.pause_writing()
-        self._stall_guard().watch()
-
-    def resume_writing(self) -> None:
-        self.flow.resume_writing()
-        if self._stall is not None:
-            self._stall.resumed()
-
-    def _close_transport(self) -> None:
-        """Close after the queued bytes; a client that never reads them is cut off later."""
-        transport = self.transport
-        transport.close()
-        if transport.get_write_buffer_size():
-            self._stall_guard().watch()
+    def _deadline_in(self, seconds: float) -> None:
+        self.deadline = self._loop.time() + seconds
 
     # --- timeouts -----------------------------------------------------------------------
-    def _on_timeout(self) -> None:
-        self._timer = None
+    def on_deadline(self) -> None:
+        """The sweep found :attr:`deadline` passed (and cleared it): act on the state."""
         st = self._st
         if st is ConnState.IDLE:
             if self._active is None and not self._queue:
@@ -144,11 +120,8 @@ class ConnectionEnding(asyncio.Protocol):
             )
             self._fail_reading(408, "request head timeout")
         elif st is ConnState.BODY:
-            wait = self._last_body + self._body_timeout - self._loop.time()
-            if self.flow.read_paused:
-                wait = self._body_timeout  # corral paused reading; not the client's stall
-            if wait > 0:
-                self._timer = self._loop.call_later(wait, self._on_timeout)
+            if self.read_paused:  # corral paused reading: not the client's stall
+                self._deadline_in(self._body_timeout)
                 return
             client_log(
                 Kind.BODY_TIMEOUT,
@@ -158,6 +131,8 @@ class ConnectionEnding(asyncio.Protocol):
                 self._body_timeout,
             )
             self._fail_reading(408, "request body timeout")
+        elif st is ConnState.CLOSED:
+            self.close_transport()  # the linger after an error answer is over
 
     # --- failed reads -------------------------------------------------------------------
     def _fail_reading(self, status: int, reason: str) -> None:
@@ -165,7 +140,7 @@ class ConnectionEnding(asyncio.Protocol):
         cycle = self._parsing
         self._parsing = None
         self._to(ConnState.FINISHED)
-        self._cancel_timer()
+        self.deadline = 0.0
         if cycle is None:  # the failure is in a head: answer after earlier responses
             if self._active is None:
                 self._send_error(status, reason)
@@ -217,17 +192,17 @@ class ConnectionEnding(asyncio.Protocol):
         if self._st is ConnState.CLOSED:
             return
         self._st = ConnState.CLOSED
-        self._cancel_timer()
+        self.deadline = 0.0
         for cycle in (self._active, self._parsing):
             if cycle is not None:
                 cycle.on_disconnect()
         transport = self.transport
         if linger and not transport.is_closing() and transport.can_write_eof():
             transport.write_eof()
-            self.flow.resume_reading(PAUSE_BODY | PAUSE_PIPELINE)
-            self._timer = self._loop.call_later(LINGER, self._close_transport)
+            self.resume_reading(PAUSE_BODY | PAUSE_PIPELINE)
+            self._deadline_in(LINGER)  # on_deadline closes the transport in CLOSED
         else:
-            self._close_transport()
+            self.close_transport()
 
     def start_drain(self) -> None:
         self._draining = True
@@ -241,10 +216,9 @@ class ConnectionEnding(asyncio.Protocol):
                 # be on the wire, and closing now would reset it (a busy client reuses its
                 # connection within microseconds). It is answered with Connection: close;
                 # a client that sends nothing more is closed after a short grace.
-                self._cancel_timer()
                 limit = self._keep_alive_timeout if st is ConnState.IDLE else self._head_timeout
                 grace = min(limit, DRAIN_GRACE) if self._requests else DRAIN_GRACE
-                self._timer = self._loop.call_later(grace, self._on_timeout)
+                self._deadline_in(grace)
                 return
             self.close_connection()  # nothing in flight and nothing to read
             return
@@ -264,7 +238,7 @@ class ConnectionEnding(asyncio.Protocol):
             if active is not None and not active.head_written:
                 active.fail(503)
             self.close_connection()
-        self._close_transport()  # also ends a lingering close at once
+        self.close_transport()  # also ends a lingering close at once
 
     def _try_handoff(self) -> None:
         """Give the connection to the WebSocket protocol once earlier responses are out."""
@@ -272,13 +246,12 @@ class ConnectionEnding(asyncio.Protocol):
         if head is None or self._st is not ConnState.UPGRADED:
             return
         if self._active is not None or self._queue:
-            self.flow.pause_reading(PAUSE_PIPELINE)
+            self.pause_reading(PAUSE_PIPELINE)
             return
         self._upgrade_head = None
-        self._cancel_timer()
-        if self._stall is not None:
-            self._stall.stop()  # the WebSocket protocol takes over the transport
-        self.flow.resume_reading(PAUSE_PIPELINE | PAUSE_BODY)
+        self.deadline = 0.0
+        self._sweep.forget(self)
+        self.release_transport()  # the WebSocket protocol takes over the transport
         self.state.connections.discard(self)
         from corral.worker.websocket.connection import upgrade
 

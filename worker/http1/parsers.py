@@ -45,7 +45,9 @@ class ParserSink(Protocol):
 
     def on_body(self, data: bytes) -> None: ...
 
-    def on_message_complete(self) -> None: ...
+    def on_message_complete(self) -> bool | None:
+        """A request ended. Return True when the connection reads no further request."""
+        ...
 
 
 class _State(enum.Enum):
@@ -186,8 +188,7 @@ class RequestReader:
     def _complete(self) -> bool:
         """End the current message; False when the connection takes no more requests."""
         self._chunks = None
-        self._sink.on_message_complete()
-        if self._keep_alive:
+        if not self._sink.on_message_complete() and self._keep_alive:
             self._state = _State.HEAD
             return True
         self._state = _State.CLOSED

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from enum import Enum
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from corral.grammar import TOKEN
 
@@ -136,6 +136,22 @@ def _analyse(
     return block, length, app_chunked, close_by_app, has_connection, frozen
 
 
+class HeadFraming(NamedTuple):
+    """What the request decided about the response head :meth:`ResponseFramer.head` builds."""
+
+    no_body: bool  # a HEAD request: the body is discarded without comment
+    http10: bool  # the request was HTTP/1.0: never chunked
+    keep_alive: bool  # the connection may be kept (the app's headers may still close it)
+
+    @staticmethod
+    def of(no_body: bool, http10: bool, keep_alive: bool) -> HeadFraming:
+        """One of 8 shared tuples: nothing is built per response."""
+        return _FRAMINGS[no_body * 4 + http10 * 2 + keep_alive]
+
+
+_FRAMINGS = [HeadFraming(bool(i & 4), bool(i & 2), bool(i & 1)) for i in range(8)]
+
+
 class ResponseFramer:
     """Builds one response head and frames its body; records what went wrong."""
 
@@ -154,14 +170,12 @@ class ResponseFramer:
         status: int,
         headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...],
         defaults: HeaderDefaults,
-        no_body: bool,
-        http10: bool,
-        keep_alive: bool,
+        framing: HeadFraming,
         body_len: int | None,
     ) -> bytes:
         """The response head bytes; sets :attr:`mode` and :attr:`keep_alive`.
 
-        ``no_body`` is True for HEAD requests, whose body is discarded without comment
+        ``framing.no_body`` is True for HEAD requests, whose body is discarded without comment
         (apps commonly answer HEAD as GET and leave the stripping to the server); 1xx, 204
         and 304 are detected here, and a body sent with one of those sets :attr:`dropped`.
         ``body_len`` is the whole body's length when the app's first body message was also
@@ -171,6 +185,7 @@ class ResponseFramer:
         """
         if not isinstance(status, int) or not 100 <= status <= 999:
             raise InvalidResponseHeader(f"invalid status {status!r}")
+        no_body, http10, keep_alive = framing
         head_request = no_body
         no_body = no_body or status < 200 or status == 204 or status == 304
         try:
